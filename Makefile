@@ -1,0 +1,29 @@
+# Two entry points: `make demo` (install + run the main job) and `make test` (install + full test suite).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/ham10000
+
+.PHONY: install demo test bench clean
+
+$(BIN)/dermxai: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[pretrained,dev]'
+	touch $@
+
+install: $(BIN)/dermxai
+
+demo: install
+	$(BIN)/dermxai --help
+	$(BIN)/dermxai data split --data tests/fixtures/ham_mini --out artifacts/demo/split.csv
+	$(BIN)/dermxai data audit --data tests/fixtures/ham_mini --split artifacts/demo/split.csv
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/bench_cache.py --data $(DATA)
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache
