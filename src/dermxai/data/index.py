@@ -120,17 +120,25 @@ def find_files(root: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """Parse with the csv module so that every problem is reported with its line number."""
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle, strict=True))
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DatasetError(f"{path}: not a readable CSV file ({reason})") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    if table.empty:
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DatasetError(f"{path}: not a readable CSV file ({error})") from None
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise DatasetError(f"{path}: not a readable CSV file (it is empty)")
+    header = [cell.strip() for cell in rows[0]]
+    ragged = [(n + 2, len(row)) for n, row in enumerate(rows[1:]) if len(row) != len(header)]
+    if ragged:
+        quoted = ", ".join(f"line {line} has {count}" for line, count in ragged[:SHOW])
+        raise DatasetError(f"{path}: not a readable CSV file (the header has {len(header)} fields; {quoted})")
+    if len(rows) == 1:
         raise DatasetError(f"{path}: the CSV has a header but no rows")
-    return table
+    return pd.DataFrame(rows[1:], columns=header).apply(lambda column: column.str.strip())
 
 
 def _from_one_hot(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
