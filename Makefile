@@ -1,5 +1,5 @@
 # Two entry points: `make demo` (install + run the main job) and `make test` (install + full test suite).
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/ham10000
@@ -19,8 +19,8 @@ demo: install
 	$(BIN)/dermxai data split --data tests/fixtures/ham_mini --out artifacts/demo/split.csv
 	$(BIN)/dermxai data audit --data tests/fixtures/ham_mini --split artifacts/demo/split.csv
 
-test: install
-	$(BIN)/python -m pytest
+test: install  # pytest's exit code 5 (no tests collected) counts as a failure
+	$(BIN)/python -m pytest; status=$$?; if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status
 
 bench: install
 	$(BIN)/python benchmarks/bench_cache.py --data $(DATA)
