@@ -208,5 +208,97 @@ def data_download(
     console.print(f"{len(saved)} file(s) verified and unpacked into {dest}")
 
 
+@app.command("train")
+def train_command(
+    data: DataOption,
+    split: Annotated[Path, typer.Option("--split", help="Split CSV from `dermxai data split`.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, logs, bundle.")],
+    arch: Annotated[str, typer.Option(help="resnet18, densenet121, efficientnet_b0, efficientnet_lite0 or any timm name.")] = "efficientnet_lite0",
+    weights: Annotated[str, typer.Option(help="imagenet, none, or a weights file.")] = "imagenet",
+    images: ImagesOption = None,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    backbone_lr_scale: float = 0.1,
+    freeze_epochs: int = 0,
+    height: int = 150,
+    width: int = 200,
+    loss: Annotated[str, typer.Option(help="ce or focal.")] = "ce",
+    class_weighted: Annotated[bool, typer.Option(help="Inverse-frequency class weights in the loss.")] = True,
+    balanced_sampler: Annotated[bool, typer.Option(help="Draw class-balanced batches.")] = False,
+    label_smoothing: float = 0.0,
+    patience: int = 5,
+    augment: Annotated[bool, typer.Option(help="Random flips, rotations, crops and colour jitter on each batch.")] = True,
+    seed: int = 0,
+    limit_train_batches: Annotated[float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")] = 1.0,
+    cache: Annotated[Path | None, typer.Option(help="Image cache folder (default under ~/.cache/dermxai).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    accelerator: str = "auto",
+    devices: Annotated[str, typer.Option(help="Devices per node (number or 'auto').")] = "1",
+    num_nodes: int = 1,
+    strategy: Annotated[str, typer.Option(help="auto, ddp, ddp_spawn, ...")] = "auto",
+    progress: bool = True,
+) -> None:
+    """Fine-tune a backbone on the train split, select on validation balanced accuracy, write a bundle."""
+    from dermxai.models.pretrained import PretrainedWeightsUnavailable
+    from dermxai.training.augment import AugmentConfig
+    from dermxai.training.config import TrainConfig
+    from dermxai.training.module import NonFiniteLoss
+    from dermxai.training.run import train
+
+    config = TrainConfig(
+        arch=arch, weights=weights, height=height, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+        backbone_lr_scale=backbone_lr_scale, freeze_epochs=freeze_epochs, loss=loss, class_weighted=class_weighted,
+        balanced_sampler=balanced_sampler, label_smoothing=label_smoothing, patience=patience, seed=seed,
+        augment=AugmentConfig(enabled=augment),
+        limit_train_batches=int(limit_train_batches) if limit_train_batches > 1 else limit_train_batches,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    try:
+        bundle = train(data, split, out, config, images=images, cache_dir=cache, resume=resume,
+                       accelerator=accelerator, devices=int(devices) if devices.isdigit() else devices,
+                       num_nodes=num_nodes, strategy=strategy, progress=progress)
+    except (DatasetError, ValueError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    except (NonFiniteLoss, OSError) as error:
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        errors.print(f"[bold red]training stopped:[/] {error}; {kept} (continue with --resume)", highlight=False)
+        raise typer.Exit(1) from None
+    if bundle:
+        console.print(f"bundle written to {bundle}")
+
+
+@app.command("experiment")
+def experiment_command(
+    config_file: Annotated[Path, typer.Argument(help="YAML: data, split, out, models, recipe (TrainConfig fields).")],
+    accelerator: str = "auto",
+    devices: str = "1",
+    progress: bool = True,
+) -> None:
+    """Train several architectures with one recipe, one run folder each (ready for evaluate and compare)."""
+    import yaml
+
+    from dermxai.training.config import TrainConfig
+    from dermxai.training.run import train
+
+    try:
+        spec = yaml.safe_load(config_file.read_text())
+        recipe = spec.get("recipe", {})
+        for arch in spec["models"]:
+            out = Path(spec["out"]) / arch
+            config = TrainConfig.from_dict({**recipe, "arch": arch})
+            resume = (out / "checkpoints" / "last.ckpt").is_file()
+            if (out / "bundle").is_dir():
+                console.print(f"{arch}: bundle already in {out}, skipped")
+                continue
+            console.print(f"{arch}: training into {out}" + (" (resuming)" if resume else ""))
+            train(Path(spec["data"]), Path(spec["split"]), out, config, resume=resume, accelerator=accelerator,
+                  devices=int(devices) if devices.isdigit() else devices, progress=progress)
+    except (OSError, KeyError, ValueError, yaml.YAMLError, DatasetError) as error:
+        errors.print(f"[bold red]error:[/] {config_file}: {type(error).__name__}: {error}", highlight=False)
+        raise typer.Exit(2) from None
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,139 @@
+"""One entry point for every architecture: ``create_model(name, weights, num_classes)``.
+
+Each registered architecture states, in one place, where its weights come from, its normalisation, the
+attribute of its classifier and its CAM target layer. Any other timm name works too, with the CAM target
+found by a rule (the last convolution or normalisation layer before the head).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dermxai.models.pretrained import PretrainedWeightsUnavailable, load_lite0_imagenet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Facts callers need about one architecture."""
+
+    name: str
+    library: str  # "torchvision" or "timm"
+    builder: str  # the name that library builds
+    classifier: str  # attribute path of the final linear layer
+    cam_layer: str  # attribute path of the CAM target layer
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+REGISTRY: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture("resnet18", "torchvision", "resnet18", "fc", "layer4"),
+        Architecture("densenet121", "torchvision", "densenet121", "classifier", "features.norm5"),
+        Architecture("efficientnet_b0", "torchvision", "efficientnet_b0", "classifier.1", "features.8"),
+        Architecture("efficientnet_lite0", "timm", "tf_efficientnet_lite0", "classifier", "bn2",
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    )
+}
+
+
+def architecture(name: str) -> Architecture:
+    """The registry entry for ``name``; any other timm model gets an entry derived from timm's config."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"unknown architecture {name!r}: use one of {', '.join(REGISTRY)} or any timm model name")
+    model = timm.create_model(name, pretrained=False, num_classes=2)
+    config = model.pretrained_cfg
+    return Architecture(name, "timm", name, config.get("classifier", "head"), _last_feature_layer(model),
+                        tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD)))
+
+
+def create_model(name: str, weights: str = "none", num_classes: int = 7) -> tuple[nn.Module, Architecture]:
+    """Build ``name`` with a new ``num_classes`` head; ``weights`` is ``imagenet``, ``none`` or a file path."""
+    arch = architecture(name)
+    if arch.library == "torchvision":
+        import torchvision
+
+        model = torchvision.models.get_model(arch.builder, weights=None)
+        if weights == "imagenet":
+            model.load_state_dict(_torchvision_imagenet(arch.builder))
+        _replace_head(model, arch.classifier, num_classes)
+    else:
+        import timm
+
+        model = timm.create_model(arch.builder, pretrained=False, num_classes=num_classes)
+        if weights == "imagenet":
+            if arch.name == "efficientnet_lite0":
+                load_lite0_imagenet(model)
+            else:
+                model = _timm_imagenet(arch.builder, num_classes)
+    if weights not in ("imagenet", "none"):
+        state = _read_weights(Path(weights))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        head = f"{arch.classifier}."
+        if unexpected or any(not k.startswith(head) for k in missing):
+            raise ValueError(f"{weights}: weights do not fit {name} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model, arch
+
+
+def _replace_head(model: nn.Module, path: str, num_classes: int) -> None:
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    old = getattr(parent, attr)
+    setattr(parent, attr, nn.Linear(old.in_features, num_classes))
+
+
+def _torchvision_imagenet(builder: str) -> dict[str, torch.Tensor]:
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(builder).DEFAULT
+    try:
+        return weights.get_state_dict(progress=False)
+    except (urllib.error.URLError, OSError) as error:
+        checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+        raise PretrainedWeightsUnavailable(
+            f"ImageNet weights for {builder} are not in the torch cache and cannot be downloaded ({error}). "
+            f"Place {Path(weights.url).name} (from {weights.url}) in {checkpoints}/ (set TORCH_HOME to move the "
+            "cache), or pass --weights PATH or --weights none."
+        ) from None
+
+
+def _timm_imagenet(builder: str, num_classes: int) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(builder, pretrained=True, num_classes=num_classes)
+    except Exception as error:  # timm raises many kinds of error when the hub is unreachable
+        raise PretrainedWeightsUnavailable(
+            f"ImageNet weights for timm model {builder} cannot be loaded offline ({type(error).__name__}); "
+            "pass --weights PATH or --weights none (efficientnet_lite0 has offline weights)."
+        ) from None
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ValueError(f"--weights {path}: no such file (use imagenet, none or a .safetensors/.pth file)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _last_feature_layer(model: nn.Module) -> str:
+    """The last convolution or normalisation layer: the usual CAM target of a CNN."""
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm))]
+    if not names:
+        raise ValueError(f"{type(model).__name__}: no convolution layer to take a CAM from")
+    return names[-1]

@@ -1,0 +1,1 @@
+"""Training: batch augmentation, imbalance-aware losses, the Lightning module and data module, the run."""

@@ -1,0 +1,90 @@
+"""The LightningModule: model, loss, metrics, optimiser and schedule (no device or file-system logic)."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dermxai.data.labels import CLASSES
+from dermxai.models.registry import Architecture
+from dermxai.training.augment import augment_batch
+from dermxai.training.config import TrainConfig
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class Classifier(L.LightningModule):
+    """Fine-tunes a backbone with a new head; validation balanced accuracy drives model selection."""
+
+    def __init__(self, model: nn.Module, arch: Architecture, config: TrainConfig, loss: nn.Module) -> None:
+        super().__init__()
+        self.model, self.arch, self.config, self.loss = model, arch, config, loss
+        self.register_buffer("mean", torch.tensor(arch.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(arch.std).view(1, 3, 1, 1), persistent=False)
+        self.train_bacc = MulticlassAccuracy(len(CLASSES), average="macro")
+        self.val_bacc = MulticlassAccuracy(len(CLASSES), average="macro")
+        self.val_acc = MulticlassAccuracy(len(CLASSES), average="micro")
+        self.head_prefix = f"model.{arch.classifier.rpartition('.')[0] or arch.classifier}"
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W)."""
+        return images.permute(0, 3, 1, 2).float().div(255)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        generator = torch.Generator(device=images.device).manual_seed(
+            self.config.seed * 1_000_003 + self.global_step * 97 + self.global_rank)
+        x = self.normalise(images)
+        if self.config.augment.enabled:
+            x = augment_batch(x, self.config.augment, generator)
+        logits = self(x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x)
+        loss = self.loss(logits, labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
+        self.train_bacc(logits, labels)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/balanced_accuracy", self.train_bacc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(self.normalise(images))
+        self.val_bacc(logits, labels)
+        self.val_acc(logits, labels)
+        self.log("val/loss", nn.functional.cross_entropy(logits, labels), on_epoch=True)
+        self.log("val/balanced_accuracy", self.val_bacc, on_epoch=True, prog_bar=True)
+        self.log("val/accuracy", self.val_acc, on_epoch=True)
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.config.freeze_epochs
+        for name, parameter in self.named_parameters():
+            if not name.startswith(self.head_prefix):
+                parameter.requires_grad_(not frozen)
+
+    def configure_optimizers(self):
+        head = [p for n, p in self.named_parameters() if n.startswith(self.head_prefix)]
+        backbone = [p for n, p in self.named_parameters() if not n.startswith(self.head_prefix)]
+        optimizer = torch.optim.AdamW(
+            [{"params": backbone, "lr": self.config.lr * self.config.backbone_lr_scale},
+             {"params": head, "lr": self.config.lr}],
+            weight_decay=self.config.weight_decay,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(total * self.config.warmup_epochs / max(1, self.config.epochs)))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,114 @@
+"""``train``: from a dataset, a split and a recipe to a run folder with checkpoints, logs and a bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from dermxai.data import load_dataset
+from dermxai.data.labels import CLASSES
+from dermxai.data.splits import read_split
+from dermxai.models.bundle import save_bundle
+from dermxai.models.registry import create_model
+from dermxai.training.config import TrainConfig
+from dermxai.training.datamodule import CachedDataModule
+from dermxai.training.losses import build_loss
+from dermxai.training.module import Classifier
+
+MONITOR = "val/balanced_accuracy"
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """Writes each checkpoint to a temporary file and renames it, so a crash never leaves a torn file."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        partial = f"{filepath}.partial"
+        trainer.save_checkpoint(partial, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class EpochTimer(Callback):
+    """Logs the wall time of every training epoch as ``time/epoch_s``."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        module.log("time/epoch_s", time.perf_counter() - self.start, sync_dist=False)
+
+
+def default_cache_dir(data: Path, height: int, width: int) -> Path:
+    """Per-dataset, per-size cache folder under ``$XDG_CACHE_HOME/dermxai`` (or ``~/.cache/dermxai``)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermxai"
+    key = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
+    return root / f"{key}_{height}x{width}"
+
+
+def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, images: Path | None = None,
+          cache_dir: Path | None = None, resume: bool = False, accelerator: str = "auto",
+          devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto", progress: bool = True) -> Path | None:
+    """Fine-tune ``config.arch``; returns the bundle folder (on the main process; None elsewhere)."""
+    out = Path(out)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume at {last}")
+    if not resume and last.is_file():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    table = load_dataset(data, images)
+    split = read_split(split_path, table)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    size = (config.height, config.width)
+    datamodule = CachedDataModule(table, split, cache_dir or default_cache_dir(Path(data), *size), size,
+                                  config.batch_size, config.seed, config.balanced_sampler)
+    datamodule.setup()
+    model, arch = create_model(config.arch, config.weights, len(CLASSES))
+    loss = build_loss(config.loss, datamodule.train_counts(), config.class_weighted, config.label_smoothing)
+    module = Classifier(model, arch, config, loss)
+    checkpoint = AtomicCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="max",
+                                  save_last=True)
+    callbacks = [checkpoint, EarlyStopping(MONITOR, mode="max", patience=config.patience), EpochTimer()]
+    if progress:
+        callbacks.append(RichProgressBar())
+    trainer = L.Trainer(
+        max_epochs=config.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+        strategy=strategy, precision="16-mixed" if torch.cuda.is_available() and accelerator != "cpu" else "32-true",
+        callbacks=callbacks, logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tb", version="")],
+        use_distributed_sampler=False, limit_train_batches=config.limit_train_batches, log_every_n_steps=10,
+        enable_progress_bar=progress, enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    if not trainer.is_global_zero:
+        return None
+    best = checkpoint.best_model_path or str(last)
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    bundle_config = {
+        "arch": config.arch, "classes": list(CLASSES), "height": config.height, "width": config.width,
+        "mean": list(arch.mean), "std": list(arch.std), "cam_layer": arch.cam_layer, "temperature": 1.0,
+        "thresholds": {}, "weights": config.weights, "seed": config.seed,
+        "epochs_trained": trainer.current_epoch, "best_epoch": _epoch_of(best),
+        "val_bacc": round(float(checkpoint.best_model_score or float("nan")), 4),
+        "wall_time_s": time.perf_counter() - start, "recipe": config.to_dict(),
+        "dataset_fingerprint": datamodule.cache.fingerprint,
+        "split_fingerprint": hashlib.sha256(Path(split_path).read_bytes()).hexdigest()[:16],
+        "versions": {"torch": torch.__version__, "lightning": L.__version__},
+    }
+    return save_bundle(out / "bundle", module.model, bundle_config)
+
+
+def _epoch_of(checkpoint_path: str) -> int | None:
+    try:
+        return int(torch.load(checkpoint_path, map_location="cpu", weights_only=True)["epoch"])
+    except (OSError, KeyError, RuntimeError):
+        return None
