@@ -41,7 +41,9 @@ def train_args(fixture_dir, split_file, out, cache, *extra) -> list[str]:
 
 
 def metrics(out: Path) -> pd.DataFrame:
-    return pd.read_csv(out / "logs" / "metrics.csv")
+    from dermxai.training.run import run_metrics
+
+    return run_metrics(out)
 
 
 def test_training_loss_falls_and_the_model_beats_chance_on_its_training_images(tmp_path, fixture_dir, split_file,
@@ -92,7 +94,8 @@ def test_killed_run_resumes_from_its_last_checkpoint_to_the_same_result(tmp_path
                               *train_args(fixture_dir, split_file, killed, tmp_path / "cache", *epochs, "--resume")],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert torch.load(last, weights_only=True)["epoch"] == 7
+    assert torch.load(last, weights_only=True)["epoch"] == 7  # 0-based: the eighth epoch
+    assert metrics(killed)["train/loss"].notna().sum() == 8  # the killed part's logs are kept too
 
     straight = tmp_path / "straight"
     result = runner.invoke(app, train_args(fixture_dir, split_file, straight, tmp_path / "cache", *epochs))

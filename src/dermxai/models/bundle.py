@@ -14,7 +14,7 @@ CARD = """# {arch} for HAM10000 diagnosis ({note})
 
 - Architecture: `{arch}` ({weights} initialisation), input {height}x{width}, classes {classes}.
 - Trained by `dermxai train` for {epochs_trained} epoch(s) (best validation epoch {best_epoch}, validation
-  balanced accuracy {val_bacc}), seed {seed}, wall time {wall_time_s:.0f} s.
+  balanced accuracy {val_bacc}), seed {seed}, training time {train_time_s:.0f} s (sum of training epochs).
 - Data: HAM10000 (CC BY-NC 4.0; Tschandl et al., Sci. Data 5, 180161, 2018), split fingerprint
   `{split_fingerprint}`. Non-commercial use only, with attribution.
 - Not a medical device: for research and teaching. Phone photos are not dermoscopy.

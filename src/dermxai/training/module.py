@@ -37,7 +37,8 @@ class Classifier(L.LightningModule):
         return images.permute(0, 3, 1, 2).float().div(255)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model((images - self.mean) / self.std)
+        x = (images - self.mean) / self.std
+        return self.model(x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -46,7 +47,7 @@ class Classifier(L.LightningModule):
         x = self.normalise(images)
         if self.config.augment.enabled:
             x = augment_batch(x, self.config.augment, generator)
-        logits = self(x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x)
+        logits = self(x)
         loss = self.loss(logits, labels)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")

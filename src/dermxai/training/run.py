@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -47,6 +48,22 @@ class EpochTimer(Callback):
         module.log("time/epoch_s", time.perf_counter() - self.start, sync_dist=False)
 
 
+def run_metrics(out: Path) -> pd.DataFrame:
+    """Per-epoch metrics of a run, across its resumed parts (``logs/metrics.csv``, ``logs/resume_*/...``)."""
+    parts = [pd.read_csv(f) for f in sorted((Path(out) / "logs").rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)]
+    if not parts:
+        return pd.DataFrame()
+    rows = pd.concat(parts, ignore_index=True).groupby("epoch", as_index=False).last()
+    return rows.drop(columns="step", errors="ignore").sort_values("epoch").reset_index(drop=True)
+
+
+def _csv_version(out: Path, resume: bool) -> str:
+    """The first run logs to ``logs/``; each resume to a new ``logs/resume_N/`` so nothing is overwritten."""
+    if not resume:
+        return ""
+    return f"resume_{len(list((out / 'logs').glob('resume_*'))) + 1}"
+
+
 def default_cache_dir(data: Path, height: int, width: int) -> Path:
     """Per-dataset, per-size cache folder under ``$XDG_CACHE_HOME/dermxai`` (or ``~/.cache/dermxai``)."""
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermxai"
@@ -67,26 +84,31 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
     table = load_dataset(data, images)
     split = read_split(split_path, table)
     L.seed_everything(config.seed, workers=True, verbose=False)
+    gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     size = (config.height, config.width)
     datamodule = CachedDataModule(table, split, cache_dir or default_cache_dir(Path(data), *size), size,
                                   config.batch_size, config.seed, config.balanced_sampler)
     datamodule.setup()
     model, arch = create_model(config.arch, config.weights, len(CLASSES))
+    if gpu:
+        model = model.to(memory_format=torch.channels_last)
     loss = build_loss(config.loss, datamodule.train_counts(), config.class_weighted, config.label_smoothing)
     module = Classifier(model, arch, config, loss)
+    # Two callbacks: Lightning writes a monitored `last` only when the best improves; resume needs every epoch.
     checkpoint = AtomicCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="max",
-                                  save_last=True)
-    callbacks = [checkpoint, EarlyStopping(MONITOR, mode="max", patience=config.patience), EpochTimer()]
+                                  enable_version_counter=False)
+    every_epoch = AtomicCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False)
+    callbacks = [checkpoint, every_epoch, EarlyStopping(MONITOR, mode="max", patience=config.patience), EpochTimer()]
     if progress:
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-        strategy=strategy, precision="16-mixed" if torch.cuda.is_available() and accelerator != "cpu" else "32-true",
-        callbacks=callbacks, logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tb", version="")],
+        strategy=strategy, precision="16-mixed" if gpu else "32-true",
+        callbacks=callbacks, logger=[CSVLogger(out, name="logs", version=_csv_version(out, resume)),
+                TensorBoardLogger(out, name="tb", version="")],
         use_distributed_sampler=False, limit_train_batches=config.limit_train_batches, log_every_n_steps=10,
         enable_progress_bar=progress, enable_model_summary=False,
     )
-    start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     if not trainer.is_global_zero:
         return None
@@ -99,7 +121,7 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
         "thresholds": {}, "weights": config.weights, "seed": config.seed,
         "epochs_trained": trainer.current_epoch, "best_epoch": _epoch_of(best),
         "val_bacc": round(float(checkpoint.best_model_score or float("nan")), 4),
-        "wall_time_s": time.perf_counter() - start, "recipe": config.to_dict(),
+        "train_time_s": round(float(run_metrics(out)["time/epoch_s"].sum()), 1), "recipe": config.to_dict(),
         "dataset_fingerprint": datamodule.cache.fingerprint,
         "split_fingerprint": hashlib.sha256(Path(split_path).read_bytes()).hexdigest()[:16],
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
