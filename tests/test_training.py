@@ -95,7 +95,9 @@ def test_killed_run_resumes_from_its_last_checkpoint_to_the_same_result(tmp_path
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert torch.load(last, weights_only=True)["epoch"] == 7  # 0-based: the eighth epoch
-    assert metrics(killed)["train/loss"].notna().sum() == 8  # the killed part's logs are kept too
+    logged = metrics(killed)
+    assert logged["val/balanced_accuracy"].notna().sum() == 8  # the killed part's logs are kept too
+    assert logged.loc[0, "train/loss"] > 0
 
     straight = tmp_path / "straight"
     result = runner.invoke(app, train_args(fixture_dir, split_file, straight, tmp_path / "cache", *epochs))

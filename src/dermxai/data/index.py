@@ -60,7 +60,7 @@ def read_label_csv(path: Path) -> pd.DataFrame:
         table = _from_one_hot(raw, path)
     elif {"image_id", "dx"} <= header:
         table = raw.copy()
-        table["dx"] = table["dx"].str.strip().str.lower()
+        table["dx"] = table["dx"].str.lower()
         _check_rows(path, table, ~table["dx"].isin(CLASSES), "unknown diagnosis label", "dx")
     else:
         raise DatasetError(
@@ -68,17 +68,15 @@ def read_label_csv(path: Path) -> pd.DataFrame:
             "(lesion_id,image_id,dx,...), ISIC 2018 Task 3 ground truth (image,MEL,NV,BCC,AKIEC,BKL,DF,VASC) "
             "or plain image_id,dx"
         )
-    table["image_id"] = table["image_id"].str.strip()
     _check_rows(path, table, table["image_id"].eq(""), "empty image id", "image_id")
     _check_rows(path, table, table["image_id"].duplicated(keep="first"), "duplicate image id", "image_id")
     if "lesion_id" not in table:
         table["lesion_id"] = table["image_id"]
-    table["lesion_id"] = table["lesion_id"].str.strip()
     missing_lesion = table["lesion_id"].eq("")
     table.loc[missing_lesion, "lesion_id"] = table.loc[missing_lesion, "image_id"]
     if "age" in table:
         age = pd.to_numeric(table["age"], errors="coerce")
-        _check_rows(path, table, age.isna() & table["age"].str.strip().ne(""), "age is not a number", "age")
+        _check_rows(path, table, age.isna() & table["age"].ne(""), "age is not a number", "age")
         table["age"] = age
     for column in COLUMNS:
         if column not in table:
