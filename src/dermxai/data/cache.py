@@ -67,7 +67,7 @@ def build_cache(table: pd.DataFrame, cache_dir: str | Path, size: tuple[int, int
         if meta.get("fingerprint") == expected:
             return ImageCache(np.load(array_path, mmap_mode="r"), meta["image_ids"], expected)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache_dir / "images.npy.partial"
+    partial = cache_dir / f"images.npy.{os.getpid()}.partial"  # several processes (DDP ranks) may build at once
     array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(ids), *size, 3))
 
     def fill(n: int) -> None:
@@ -78,7 +78,7 @@ def build_cache(table: pd.DataFrame, cache_dir: str | Path, size: tuple[int, int
     array.flush()
     del array
     os.replace(partial, array_path)
-    meta_partial = cache_dir / "cache.json.partial"
+    meta_partial = cache_dir / f"cache.json.{os.getpid()}.partial"
     meta_partial.write_text(json.dumps({"fingerprint": expected, "size": list(size), "image_ids": ids}))
     os.replace(meta_partial, meta_path)
     return ImageCache(np.load(array_path, mmap_mode="r"), ids, expected)

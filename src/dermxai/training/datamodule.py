@@ -64,11 +64,9 @@ class CachedDataModule(L.LightningDataModule):
         self.batch_size, self.seed, self.balanced = batch_size, seed, balanced
         self.cache = None
 
-    def prepare_data(self) -> None:
-        build_cache(self.table, self.cache_dir, self.size)
-
     def setup(self, stage: str | None = None) -> None:
-        self.cache = build_cache(self.table, self.cache_dir, self.size)
+        if self.cache is None:  # run.py sets up early to count classes; Lightning calls setup again
+            self.cache = build_cache(self.table, self.cache_dir, self.size)
 
     def subset(self, name: str) -> CachedImages:
         ids = self.split.loc[self.split["split"] == name, "image_id"].tolist()

@@ -113,13 +113,13 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
     if not trainer.is_global_zero:
         return None
     best = checkpoint.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
+    best_checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    module.load_state_dict(best_checkpoint["state_dict"])
     bundle_config = {
         "arch": config.arch, "classes": list(CLASSES), "height": config.height, "width": config.width,
         "mean": list(arch.mean), "std": list(arch.std), "cam_layer": arch.cam_layer, "temperature": 1.0,
         "thresholds": {}, "weights": config.weights, "seed": config.seed,
-        "epochs_trained": trainer.current_epoch, "best_epoch": _epoch_of(best),
+        "epochs_trained": trainer.current_epoch, "best_epoch": int(best_checkpoint["epoch"]),
         "val_bacc": round(float(checkpoint.best_model_score or float("nan")), 4),
         "train_time_s": round(float(run_metrics(out)["time/epoch_s"].sum()), 1), "recipe": config.to_dict(),
         "dataset_fingerprint": datamodule.cache.fingerprint,
@@ -128,9 +128,3 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
     }
     return save_bundle(out / "bundle", module.model, bundle_config)
 
-
-def _epoch_of(checkpoint_path: str) -> int | None:
-    try:
-        return int(torch.load(checkpoint_path, map_location="cpu", weights_only=True)["epoch"])
-    except (OSError, KeyError, RuntimeError):
-        return None
