@@ -300,5 +300,12 @@ def experiment_command(
         raise typer.Exit(2) from None
 
 
+from dermxai.app import commands as front_ends  # noqa: E402  (predict, abstention, app, serve)
+
+app.command("predict")(clear_errors(front_ends.predict_command))
+app.command("abstention")(clear_errors(front_ends.abstention_command))
+app.command("app")(clear_errors(front_ends.app_command))
+app.command("serve")(clear_errors(front_ends.serve_command))
+
 if __name__ == "__main__":
     app()
