@@ -59,7 +59,7 @@ def example_gallery() -> bytes | None:
     columns = st.columns(len(images))
     for column, path in zip(columns, images):
         column.image(str(path), width="stretch")
-        if column.button(path.stem.split("_", 1)[0], key=f"example-{path.name}", width="stretch"):
+        if column.button(f"{path.stem.split('_', 1)[0]} example", key=f"example-{path.name}", width="stretch"):
             st.session_state["example"] = str(path)
     chosen = st.session_state.get("example")
     return Path(chosen).read_bytes() if chosen else None
@@ -80,8 +80,7 @@ def image_source() -> tuple[bytes | None, str]:
 
 
 def probability_chart(prediction: Prediction) -> None:
-    table = pd.DataFrame({"class": [f"{c} · {advice.CLASSES[c].name}" if c in advice.CLASSES else c
-                                    for c in prediction.probabilities],
+    table = pd.DataFrame({"class": list(prediction.probabilities),
                           "probability": list(prediction.probabilities.values())})
     st.bar_chart(table, x="class", y="probability", horizontal=True, sort=False, height=280,
                  alt="Calibrated probability of each of the seven classes")
