@@ -300,9 +300,27 @@ def experiment_command(
         raise typer.Exit(2) from None
 
 
+def _command_line(ctx: typer.Context) -> str:
+    """The command as typed, rebuilt from the options that differ from their defaults (for provenance)."""
+    words = ["dermxai", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value == param.default or value is None:
+            continue
+        flag = param.opts[0]
+        if isinstance(value, bool):
+            words.append(flag if value else (param.secondary_opts or [flag])[0])
+        elif isinstance(value, (list, tuple)):
+            words += [str(v) for v in value]
+        else:
+            words += [flag, str(value)]
+    return " ".join(words)
+
+
 @app.command("evaluate")
 @clear_errors
 def evaluate_command(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, predictions.csv, report.md, plots.")],
     data: Annotated[Path | None, typer.Option("--data", help="Dataset folder (with --split and --subset).")] = None,
@@ -317,8 +335,6 @@ def evaluate_command(
     cache: Annotated[Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")] = None,
 ) -> None:
     """Score a bundle: metrics with lesion-bootstrap CIs, calibration, operating point, subgroups, report."""
-    import sys
-
     from dermxai.evaluation.evaluate import evaluate, from_labels, from_split
 
     if labels is not None and data is None and split is None:
@@ -330,7 +346,7 @@ def evaluate_command(
     if bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1, not {bootstrap}")
     metrics = evaluate(model, eval_set, out, tta=tta, n_bootstrap=bootstrap, seed=seed, batch_size=batch_size,
-                       cache_dir=cache, command="dermxai " + " ".join(sys.argv[1:]))
+                       cache_dir=cache, command=_command_line(ctx))
     lo, hi = metrics["ci95"]["balanced_accuracy"]
     console.print(f"{metrics['n']} images: accuracy {metrics['accuracy']:.3f}, balanced accuracy "
                   f"{metrics['balanced_accuracy']:.3f} [{lo:.3f}, {hi:.3f}], "

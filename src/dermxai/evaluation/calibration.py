@@ -34,8 +34,8 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature T > 0 minimising the NLL of softmax(logits / T) (LBFGS on log T)."""
-    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    z = torch.tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.tensor(np.asarray(labels), dtype=torch.long)
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
 
