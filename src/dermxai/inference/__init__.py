@@ -1,0 +1,1 @@
+"""Inference: preprocessing from a bundle's config, input validation, the Predictor."""
