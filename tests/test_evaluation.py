@@ -179,7 +179,7 @@ def test_tta_views_and_invariance():
     plain = predict_logits(model, config, images, batch_size=2)
     augmented = predict_logits(model, config, images, tta=True, batch_size=2)
     np.testing.assert_allclose(softmax(plain), softmax(augmented), atol=1e-5)
-    with pytest.raises(ValueError, match="8 x 12"):
+    with pytest.raises(ValueError, match="8, 12, 3"):
         predict_logits(model, config, images[:, :4])
 
 

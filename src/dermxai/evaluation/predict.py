@@ -17,14 +17,7 @@ import torch
 from torch import nn
 
 from dermxai.data.cache import build_cache, load_resized
-
-
-def to_batch(images: np.ndarray, config: dict, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 NHWC images (already at the bundle's size) -> normalised float NCHW tensor."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
-    mean = torch.tensor(config["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(config["std"], device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+from dermxai.inference.preprocess import to_batch
 
 
 def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
@@ -43,22 +36,19 @@ def predict_logits(model: nn.Module, config: dict, images_uint8_nhwc: np.ndarray
     With ``tta`` the result is log(mean of softmax over the views): softmax of it gives the averaged
     probabilities, and dividing it by the bundle temperature applies calibration as for plain logits.
     """
-    expected = (config["height"], config["width"], 3)
-    if images_uint8_nhwc.ndim != 4 or images_uint8_nhwc.shape[1:] != expected:
-        raise ValueError(f"images must be uint8 N x {expected[0]} x {expected[1]} x 3, got {images_uint8_nhwc.shape}")
+    if len(images_uint8_nhwc) == 0:
+        return np.zeros((0, len(config["classes"])), dtype=np.float32)
     device = next(model.parameters()).device
     model.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(images_uint8_nhwc), batch_size):
-            batch = to_batch(images_uint8_nhwc[start : start + batch_size], config, device)
+            batch = to_batch(images_uint8_nhwc[start : start + batch_size], config).to(device)
             if tta:
                 probs = torch.stack([model(v).float().softmax(1) for v in tta_views(batch)]).mean(0)
                 out.append(probs.clamp_min(1e-12).log().cpu())
             else:
                 out.append(model(batch).float().cpu())
-    if not out:
-        return np.zeros((0, len(config["classes"])), dtype=np.float32)
     return torch.cat(out).numpy()
 
 
