@@ -206,3 +206,15 @@ def test_leak_trains_both_splits_and_writes_the_table(tmp_path, fixture_dir, mon
     text = (out / "leak.md").read_text()
     assert "random image-level split (leaky)" in text and "lesion-grouped split (honest)" in text
     assert "| 0 (0.0%) |" in text
+
+
+def test_undefined_figures_are_null_not_nan(tmp_path, bundle, fixture_dir, fixture_table):
+    labels = tmp_path / "nv.csv"
+    fixture_table.loc[fixture_table["dx"] == "nv", ["image_id", "dx"]].to_csv(labels, index=False)
+    result = evaluate("--model", str(bundle), "--images", str(fixture_dir), "--labels", str(labels),
+                      "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "out" / "metrics.json").read_text()
+    metrics = json.loads(text)  # strict JSON: no NaN
+    assert "NaN" not in text and metrics["malignant"]["sensitivity"] is None and metrics["macro_auc"] is None
+    assert metrics["per_class"]["nv"]["auc"] is None and metrics["ci95"]["malignant_sensitivity"] == [None, None]

@@ -347,10 +347,11 @@ def evaluate_command(
         raise ValueError(f"--bootstrap must be at least 1, not {bootstrap}")
     metrics = evaluate(model, eval_set, out, tta=tta, n_bootstrap=bootstrap, seed=seed, batch_size=batch_size,
                        cache_dir=cache, command=_command_line(ctx))
-    lo, hi = metrics["ci95"]["balanced_accuracy"]
-    console.print(f"{metrics['n']} images: accuracy {metrics['accuracy']:.3f}, balanced accuracy "
-                  f"{metrics['balanced_accuracy']:.3f} [{lo:.3f}, {hi:.3f}], "
-                  f"macro AUC {metrics['macro_auc']:.3f}, ECE {metrics['ece']:.3f} -> {out}/report.md")
+    from dermxai.evaluation.report import with_ci
+
+    console.print(f"{metrics['n']} images: accuracy {with_ci(metrics, 'accuracy')}, balanced accuracy "
+                  f"{with_ci(metrics, 'balanced_accuracy')}, macro AUC {with_ci(metrics, 'macro_auc')}, "
+                  f"ECE {with_ci(metrics, 'ece')} -> {out}/report.md")
 
 
 @app.command("calibrate")

@@ -68,7 +68,7 @@ def compare_table(run_dirs: list[Path]) -> str:
     for run in runs:
         m = run["metrics"]
         if m:
-            m["malignant_sensitivity"] = m["malignant"]["sensitivity"]  # flat key with its CI
+            m.setdefault("malignant_sensitivity", m["malignant"]["sensitivity"])
     columns = ["Model", "Accuracy", "Precision (macro)", "Recall (macro)", "F1 (macro)", "Training time",
                "Balanced accuracy", "Macro AUC", "ECE", "Malignant sensitivity", "Resolution", "Weights", "Epochs",
                "Training hardware"]

@@ -119,7 +119,7 @@ def evaluate(bundle: Path, eval_set: EvalSet, out: Path, *, tta: bool = False, n
     })
     check_metrics(metrics)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     predictions = pd.DataFrame({"image_id": eval_set.table["image_id"], "dx": eval_set.table["dx"],
                                 "predicted": [classes[k] for k in probs.argmax(1)]})
     for k, name in enumerate(classes):

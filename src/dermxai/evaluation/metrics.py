@@ -115,7 +115,7 @@ def classification_report(y: np.ndarray, probs: np.ndarray, classes: Sequence[st
     }
     return {**{k: _none(v) for k, v in headline.items()}, "per_class": per_class,
             "confusion_matrix": matrix.tolist(),
-            "malignant": operating_point(y, probs, classes, threshold)}
+            "malignant": {k: _none(v) for k, v in operating_point(y, probs, classes, threshold).items()}}
 
 
 def bootstrap_ci(

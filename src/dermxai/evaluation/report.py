@@ -17,7 +17,7 @@ PLOTS = {"confusion": "confusion_matrix.png", "roc": "roc_curves.png", "reliabil
 HEADLINE_ROWS = (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy (mean recall)"),
                  ("macro_precision", "Macro precision"), ("macro_recall", "Macro recall"), ("macro_f1", "Macro F1"),
                  ("weighted_f1", "Weighted F1"), ("macro_auc", "Macro AUC (one-vs-rest)"),
-                 ("ece", "ECE (15 bins, calibrated)"), ("melanoma_recall", "Melanoma recall (argmax)"),
+                 ("ece", "ECE (15 bins, at the bundle temperature)"), ("melanoma_recall", "Melanoma recall (argmax)"),
                  ("malignant_sensitivity", "Malignant sensitivity"), ("malignant_specificity", "Malignant specificity"))
 
 
