@@ -85,8 +85,8 @@ def compare_table(run_dirs: list[Path]) -> str:
                  p.get("train_hardware") or "not recorded"]
         if with_explain:
             e = run["explain"] or {}
-            cells.append(f"{_energy(e.get('in_mask_energy'))} ({_energy(e.get('baselines', {}).get('gaussian', {}).get('in_mask_energy'))})"
-                         if e else "n/a")
+            gaussian = e.get("baselines", {}).get("gaussian", {}).get("in_mask_energy")
+            cells.append(f"{_energy(e.get('in_mask_energy'))} ({_energy(gaussian)})" if e else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Values: point estimate [95% bootstrap CI]. Precision, recall and F1 are macro averages; "
               "balanced accuracy = mean per-class recall; malignant = akiec+bcc+mel at each bundle's stored threshold."]

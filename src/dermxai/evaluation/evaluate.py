@@ -53,7 +53,8 @@ def from_split(data: Path, split: Path, subset: str, images: Path | None = None)
 def from_labels(labels: Path, images: Path | None = None) -> EvalSet:
     """All images of a label CSV (ISIC 2018 one-hot or ``image_id,dx``); lesions resampled when known."""
     table = load_dataset(labels, images)
-    return EvalSet(table, table["lesion_id"].to_numpy(), {"labels": str(labels), "images": str(images or labels.parent)}, table)
+    source = {"labels": str(labels), "images": str(images or labels.parent)}
+    return EvalSet(table, table["lesion_id"].to_numpy(), source, table)
 
 
 def hardware() -> str:

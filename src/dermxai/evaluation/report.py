@@ -33,7 +33,8 @@ def with_ci(metrics: dict, key: str, value: float | None = None) -> str:
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     rows = matrix / np.clip(matrix.sum(1, keepdims=True), 1, None)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for ax, values, title, text in ((axes[0], matrix, "Counts", "{:d}"), (axes[1], rows, "Row-normalised (recall)", "{:.2f}")):
+    panels = ((axes[0], matrix, "Counts", "{:d}"), (axes[1], rows, "Row-normalised (recall)", "{:.2f}"))
+    for ax, values, title, text in panels:
         ax.imshow(values, cmap="Blues")
         ax.set(title=title, xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
                yticklabels=classes, xlabel="predicted", ylabel="true")
