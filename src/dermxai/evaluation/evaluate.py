@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dermxai.machine import describe_machine
 from dermxai import __version__
 from dermxai.data import load_dataset
 from dermxai.data.index import DatasetError
@@ -57,16 +57,6 @@ def from_labels(labels: Path, images: Path | None = None) -> EvalSet:
     return EvalSet(table, table["lesion_id"].to_numpy(), source, table)
 
 
-def hardware() -> str:
-    """A short description of the machine running this process."""
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA), {platform.machine()}"
-    cpu = platform.processor() or platform.machine()
-    import os
-
-    return f"CPU {cpu}, {os.cpu_count()} logical cores"
-
-
 def provenance(bundle: Path, config: dict, command: str, eval_set: EvalSet) -> dict:
     """What a comparison table needs to know about the model and this evaluation."""
     return {
@@ -76,7 +66,7 @@ def provenance(bundle: Path, config: dict, command: str, eval_set: EvalSet) -> d
         "train_time_s": config.get("train_time_s", config.get("wall_time_s")),
         "train_hardware": config.get("hardware"), "seed": config.get("seed"),
         "split_fingerprint": config.get("split_fingerprint"), "temperature": config.get("temperature", 1.0),
-        "thresholds": config.get("thresholds", {}), "eval_hardware": hardware(), "command": command,
+        "thresholds": config.get("thresholds", {}), "eval_hardware": describe_machine(), "command": command,
         "evaluated_on": eval_set.source, "dermxai_version": __version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
