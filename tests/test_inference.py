@@ -266,3 +266,15 @@ def test_default_model_location_and_env_override(monkeypatch, bundle_copy, tmp_p
         default_bundle()
     result = CliRunner().invoke(app, ["predict", str(next(EXAMPLES.glob("*.jpg")))])
     assert result.exit_code == 2 and "not a model bundle" in " ".join(result.output.split())
+
+
+def test_calibration_fits_abstention_on_validation_after_the_temperature():
+    from dermxai.data.labels import CLASSES
+    from dermxai.evaluation.calibration import ValidationSet, calibrate_config
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 7, 300)
+    logits = rng.normal(0, 1, (300, 7)) + 3 * np.eye(7)[labels]
+    config = calibrate_config(ValidationSet(logits, labels, [str(i) for i in range(300)], list(CLASSES)), {})
+    assert config["temperature"] != 1.0
+    assert config["abstain"] == fit_abstention(logits, config["temperature"])

@@ -98,7 +98,14 @@ def threshold_step(val: ValidationSet, config: dict) -> dict:
             "calibration": {**config.get("calibration", {}), **record}}
 
 
-CALIBRATION_STEPS: list[CalibrationStep] = [temperature_step, threshold_step]
+def abstention_step(val: ValidationSet, config: dict) -> dict:
+    """The app's abstention thresholds (``dermxai.inference.ood``), accepting 95% of validation images."""
+    from dermxai.inference.ood import fit_abstention
+
+    return {"abstain": fit_abstention(val.logits, config.get("temperature", 1.0))}
+
+
+CALIBRATION_STEPS: list[CalibrationStep] = [temperature_step, threshold_step, abstention_step]
 """Run in order by :func:`calibrate_config`; append a step to fit more parameters on the same logits."""
 
 

@@ -13,9 +13,9 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from dermxai.data import load_dataset
-from dermxai.data.cache import load_resized, resize_cover
-from dermxai.data.splits import read_split
+from dermxai.data.cache import resize_cover
+from dermxai.evaluation.evaluate import from_split
+from dermxai.evaluation.predict import load_images, predict_logits
 from dermxai.inference.ood import abstain_reasons, fit_abstention
 from dermxai.inference.predictor import Predictor
 
@@ -83,21 +83,10 @@ def non_dermoscopic(n_per_kind: int = 16, seed: int = 0) -> dict[str, list[Image
     return {kind: [make(rng) for _ in range(n_per_kind)] for kind, make in PROBES.items()}
 
 
-def batched_logits(predictor: Predictor, images: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-    """Logits of preprocessed uint8 images, ``batch_size`` at a time."""
-    parts = [predictor.logits(np.stack(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
-    return np.concatenate(parts) if parts else np.empty((0, len(predictor.classes)))
-
-
 def split_logits(predictor: Predictor, data: Path, split_path: Path, subset: str) -> np.ndarray:
     """Logits of one split subset (train, val or test) of a dataset, preprocessed as in training."""
-    table = load_dataset(data)
-    split = read_split(split_path, table)
-    ids = set(split.loc[split["split"] == subset, "image_id"])
-    paths = table.loc[table["image_id"].isin(ids), "path"].tolist()
-    if not paths:
-        raise ValueError(f"{split_path}: no {subset} images")
-    return batched_logits(predictor, [load_resized(p, predictor.size) for p in paths])
+    rows = from_split(data, split_path, subset).table
+    return predict_logits(predictor.model, predictor.config, load_images(rows, predictor.size))
 
 
 def abstain_rate(logits: np.ndarray, temperature: float, params: dict) -> float:
@@ -114,6 +103,7 @@ def abstention_report(predictor: Predictor, data: Path, split_path: Path, target
     test = split_logits(predictor, data, split_path, "test")
     rates["test"] = (len(test), abstain_rate(test, t, params))
     for kind, images in non_dermoscopic(n_per_kind, seed).items():
-        logits = batched_logits(predictor, [resize_cover(image, predictor.size) for image in images])
+        pixels = np.stack([resize_cover(image, predictor.size) for image in images])
+        logits = predict_logits(predictor.model, predictor.config, pixels)
         rates[kind] = (len(images), abstain_rate(logits, t, params))
     return {"abstain": params, "rates": {k: {"n": n, "abstain_rate": round(r, 4)} for k, (n, r) in rates.items()}}

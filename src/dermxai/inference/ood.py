@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from dermxai.evaluation.calibration import softmax
+
 TARGET_ACCEPT = 0.95
 
 
 def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """``softmax(logits / T)`` along the last axis."""
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    exp = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
+    """``softmax(logits / T)`` of one image's logits (C,) or a batch (N, C)."""
+    logits = np.asarray(logits)
+    return softmax(logits.reshape(-1, logits.shape[-1]), temperature).reshape(logits.shape)
 
 
 def energy(logits: np.ndarray, temperature: float) -> np.ndarray:
