@@ -59,11 +59,16 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(timeout=300) as client:
         def post(endpoint: str):
-            return lambda n=0: client.post(url + endpoint, files={"file": ("x.jpg", images[n % len(images)])}).raise_for_status()
+            def call(n: int = 0) -> None:
+                client.post(url + endpoint, files={"file": ("x.jpg", images[n % len(images)])}).raise_for_status()
+            return call
 
-        rows = [summary("Predictor.predict (no HTTP)", timings(lambda n=0: predictor.predict(images[n % len(images)]), args.runs)),
+        def direct(method):
+            return lambda n=0: method(images[n % len(images)])
+
+        rows = [summary("Predictor.predict (no HTTP)", timings(direct(predictor.predict), args.runs)),
                 summary("POST /predict", timings(post("/predict"), args.runs)),
-                summary("Predictor.explain gradcam (no HTTP)", timings(lambda n=0: predictor.explain(images[n % len(images)]), args.runs)),
+                summary("Predictor.explain gradcam (no HTTP)", timings(direct(predictor.explain), args.runs)),
                 summary("POST /explain gradcam (PNG overlay)", timings(post("/explain"), args.runs))]
     server.should_exit = True
     c = predictor.config

@@ -1,4 +1,4 @@
-"""The Predictor and its input validation: every oddity of untrusted images, calibration, malignant score, abstention."""
+"""The Predictor and its input checks: each oddity of untrusted images, calibration, malignant score, abstention."""
 
 from __future__ import annotations
 

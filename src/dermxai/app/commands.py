@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-ModelOption = Annotated[Path | None, typer.Option("--model", help="Model bundle (default: $DERMXAI_MODEL or models/default).")]
+ModelOption = Annotated[Path | None,
+                        typer.Option("--model", help="Model bundle (default: $DERMXAI_MODEL or models/default).")]
 CertOption = Annotated[Path | None, typer.Option("--ssl-cert", help="TLS certificate (PEM) to serve HTTPS.")]
 KeyOption = Annotated[Path | None, typer.Option("--ssl-key", help="TLS private key (PEM) to serve HTTPS.")]
 APP_SCRIPT = Path(__file__).with_name("streamlit_app.py")
@@ -36,7 +37,7 @@ def _check_tls(cert: Path | None, key: Path | None) -> None:
 def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files (format read from the content).")],
     model: ModelOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per image) instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, one object per image.")] = False,
 ) -> None:
     """Classify images with calibrated probabilities, the malignant score and the abstention decision."""
     from dermxai.inference.inputs import InvalidImage
@@ -101,14 +102,18 @@ def abstention_command(
 def app_command(
     model: Annotated[list[Path] | None, typer.Option("--model", help="Extra bundle(s) to offer (repeatable).")] = None,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
-    address: Annotated[str | None, typer.Option(help="Address to bind (default: all interfaces; 127.0.0.1 for this machine only).")] = None,
+    address: Annotated[str | None,
+                       typer.Option(help="Address to bind (default: all; 127.0.0.1: this machine only).")] = None,
     ssl_cert: CertOption = None,
     ssl_key: KeyOption = None,
 ) -> None:
     """Start the Streamlit app (upload, phone camera, examples -> probabilities, heatmap, advice)."""
+    from dermxai.inference.inputs import MAX_BYTES
+
     _check_tls(ssl_cert, ssl_key)
     command = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.maxUploadSize", str(MAX_BYTES // (1024 * 1024))]  # MiB, as the Predictor's limit
     if address:
         command += ["--server.address", address]
     if ssl_cert:

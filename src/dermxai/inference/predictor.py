@@ -133,7 +133,8 @@ class Predictor:
         array = resize_cover(self.load(data), self.size)
         return self.interpret(self.logits(array[None])[0])
 
-    def explain(self, data: bytes | Image.Image, method: str = "gradcam", target_class: str | None = None) -> Explanation:
+    def explain(self, data: bytes | Image.Image, method: str = "gradcam",
+                target_class: str | None = None) -> Explanation:
         """Prediction and CAM from one forward pass; the CAM is for ``target_class`` (default: the top class)."""
         from dermxai.explain.cams import explain
 
