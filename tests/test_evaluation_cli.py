@@ -146,8 +146,9 @@ def test_calibrate_writes_temperature_and_threshold_into_the_bundle(tmp_path, bu
                                  str(split_file), "--target-sensitivity", "0.8"])
     assert result.exit_code == 0, result.output
     _, config = load_bundle(copy)
-    assert {k: v for k, v in config.items() if k not in ("temperature", "thresholds", "calibration")} == \
+    assert {k: v for k, v in config.items() if k not in ("temperature", "thresholds", "calibration", "abstain")} == \
         {k: v for k, v in before.items() if k not in ("temperature", "thresholds")}
+    assert config["abstain"]["temperature"] == config["temperature"]  # the app's step runs after the temperature
     c = config["calibration"]
     assert config["temperature"] > 0 and c["nll_after"] <= c["nll_before"] + 1e-9
     assert c["val_sensitivity"] >= 0.8 and c["n_val"] == (pd.read_csv(split_file)["split"] == "val").sum()
