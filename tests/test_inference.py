@@ -278,3 +278,13 @@ def test_calibration_fits_abstention_on_validation_after_the_temperature():
     config = calibrate_config(ValidationSet(logits, labels, [str(i) for i in range(300)], list(CLASSES)), {})
     assert config["temperature"] != 1.0
     assert config["abstain"] == fit_abstention(logits, config["temperature"])
+
+
+def test_advice_follows_the_threshold_and_never_invents_one():
+    from dermxai.inference import advice
+
+    assert "no threshold" in advice.malignant_advice(0.9, None) and "%" in advice.malignant_advice(0.9, None)
+    assert "dermatologist soon" in advice.malignant_advice(0.30, 0.25)
+    assert "does not rule out" in advice.malignant_advice(0.20, 0.25)
+    assert {c for c, item in advice.CLASSES.items() if item.advice == advice.SEE_SOON} == {"akiec", "bcc", "mel"}
+    assert all("diagnos" not in item.advice.lower() for item in advice.CLASSES.values())

@@ -28,7 +28,6 @@ class ClassAdvice:
     name: str
     about: str
     advice: str
-    cancer: bool  # a skin cancer or precancer: one of the classes summed into the malignant score
 
 
 SEE_SOON = "Show this spot to a dermatologist soon (within a few weeks); do not wait for it to change."
@@ -40,36 +39,36 @@ CLASSES: dict[str, ClassAdvice] = {
         "Actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
         "Rough, scaly patches from long sun exposure. Actinic keratoses are precancers; Bowen's disease is a "
         "skin cancer confined to the top layer of the skin. Both are treatable, usually simply.",
-        SEE_SOON, True),
+        SEE_SOON),
     "bcc": ClassAdvice(
         "Basal cell carcinoma",
         "The most common skin cancer. It grows slowly and rarely spreads, but keeps growing into nearby "
         "tissue if left alone, so it is treated, usually by a small operation.",
-        SEE_SOON, True),
+        SEE_SOON),
     "bkl": ClassAdvice(
         "Benign keratosis-like lesion",
         "Seborrhoeic keratoses, solar lentigines (sun spots) and lichen planus-like keratoses: common, "
         "harmless growths. Some look like melanoma, even to specialists.",
-        CHECK_IF_CHANGING, False),
+        CHECK_IF_CHANGING),
     "df": ClassAdvice(
         "Dermatofibroma",
         "A small, firm, harmless bump in the skin, often on the legs, sometimes after an insect bite.",
-        CHECK_IF_CHANGING, False),
+        CHECK_IF_CHANGING),
     "mel": ClassAdvice(
         "Melanoma",
         "A skin cancer of pigment cells. Found early it is usually cured by a small operation; found late it "
-        "can spread, which is why a suspicious spot should be examined without delay.",
-        SEE_SOON, True),
+        "can spread, which is why a suspicious spot should be examined soon.",
+        SEE_SOON),
     "nv": ClassAdvice(
         "Melanocytic nevus (mole)",
         "An ordinary mole: harmless, and by far the most common class in the training data. Watch moles "
         "with the ABCDE rule: Asymmetry, irregular Border, several Colours, Diameter over 6 mm, Evolving.",
-        CHECK_IF_CHANGING, False),
+        CHECK_IF_CHANGING),
     "vasc": ClassAdvice(
         "Vascular lesion",
         "Cherry angiomas, angiokeratomas, pyogenic granulomas and small bleeds in the skin: made of blood "
         "vessels and usually harmless. A spot that bleeds easily or grows fast should still be checked.",
-        CHECK_IF_CHANGING, False),
+        CHECK_IF_CHANGING),
 }
 
 MALIGNANT_FLAGGED = (
@@ -84,8 +83,8 @@ MALIGNANT_BELOW = (
     "grows, changes shape or colour, bleeds or itches."
 )
 MALIGNANT_NO_THRESHOLD = (
-    "The combined score of the three skin-cancer classes is {score:.0%}. This model has no validated threshold "
-    "for that score (no threshold in its bundle), so the score is not turned into a yes/no flag."
+    "The combined score of the three skin-cancer classes is {score:.0%}. There is no threshold for this model "
+    "(none was chosen on validation images), so the score is not turned into a yes/no flag."
 )
 ABSTAIN = (
     "The model withholds its answer: {reasons}. Do not read anything into the probabilities below. A "
