@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 from dermxai.data.labels import CLASSES
-from dermxai.evaluation.calibration import (ValidationSet, calibrate_config, fit_temperature, malignant_threshold,
-                                            softmax)
+from dermxai.evaluation.calibration import ValidationSet, calibrate_config, fit_temperature, malignant_threshold
 from dermxai.evaluation.contract import check_metrics
 from dermxai.evaluation.metrics import (binary_auc, bootstrap_ci, classification_report, expected_calibration_error,
                                         negative_log_likelihood, operating_point, scalar_metrics)
 from dermxai.evaluation.predict import predict_logits, tta_views
 from dermxai.evaluation.subgroups import age_band, subgroup_table
+from dermxai.probabilities import softmax
 
 CLASSES3 = ["akiec", "bcc", "bkl"]  # two malignant, one benign
 

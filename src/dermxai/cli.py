@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dermxai import __version__
-from dermxai.data.index import DatasetError
+from dermxai.data.errors import DatasetError
 
 app = typer.Typer(help="Honest skin-lesion classification on HAM10000.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: split, audit, cache, duplicates, download.", no_args_is_help=True)

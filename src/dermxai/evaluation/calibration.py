@@ -20,16 +20,9 @@ import torch
 from dermxai.data.labels import CLASSES
 from dermxai.evaluation.metrics import (expected_calibration_error, malignant_scores, malignant_truth,
                                         negative_log_likelihood, operating_point)
+from dermxai.probabilities import softmax
 
 DEFAULT_TARGET_SENSITIVITY = 0.90
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Calibrated probabilities: softmax(logits / temperature)."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

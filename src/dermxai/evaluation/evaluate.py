@@ -16,7 +16,7 @@ from dermxai import __version__
 from dermxai.data import load_dataset
 from dermxai.data.index import DatasetError
 from dermxai.data.splits import read_split
-from dermxai.evaluation.calibration import softmax
+from dermxai.probabilities import softmax
 from dermxai.evaluation.contract import check_metrics
 from dermxai.evaluation.metrics import bootstrap_ci, classification_report, expected_calibration_error, \
     negative_log_likelihood, malignant_scores, scalar_metrics

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dermxai.evaluation.calibration import softmax
+from dermxai.probabilities import softmax
 
 TARGET_ACCEPT = 0.95
 

@@ -12,7 +12,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 from PIL import Image
@@ -83,6 +82,8 @@ class Explanation:
 
     def overlay(self, opacity: float = 0.45, width: int = 480, colormap: str = "jet") -> Image.Image:
         """The CAM blended over the image, cropped as the model saw it, ``width`` pixels wide."""
+        import matplotlib
+
         height = round(width * self.cam.shape[0] / self.cam.shape[1])
         base = resize_cover(self.image, (height, width)).astype(np.float32)
         cam = np.asarray(Image.fromarray(self.cam.astype(np.float32), "F").resize((width, height), Image.BILINEAR))
