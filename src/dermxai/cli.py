@@ -300,5 +300,12 @@ def experiment_command(
         raise typer.Exit(2) from None
 
 
+from dermxai.explain import commands as explain_commands  # noqa: E402
+
+app.command("explain")(clear_errors(explain_commands.explain_command))
+app.command("explain-compare", cls=explain_commands.ManyValues)(clear_errors(explain_commands.explain_compare_command))
+app.command("explain-score")(clear_errors(explain_commands.explain_score_command))
+
+
 if __name__ == "__main__":
     app()
