@@ -14,6 +14,7 @@ from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Laye
                               XGradCAM)
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 from torch import nn
 
 from dermxai.models.registry import architecture
@@ -43,13 +44,23 @@ class QuietScoreCAM(ScoreCAM):
             return torch.softmax(scores, dim=-1).numpy()
 
 
+class SignedEigenCAM(EigenCAM):
+    """EigenCAM with the first principal component's sign chosen so that its largest magnitude is positive.
+
+    An SVD's sign is arbitrary; uncorrected, about half the maps come out inverted (background lit).
+    """
+
+    def get_cam_image(self, input_tensor, target_layer, target_category, activations, grads, eigen_smooth):
+        return get_2d_projection_with_sign_correction(activations)
+
+
 METHODS: dict[str, type[BaseCAM]] = {
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "hirescam": HiResCAM,
     "layercam": LayerCAM,
     "xgradcam": XGradCAM,
-    "eigencam": EigenCAM,
+    "eigencam": SignedEigenCAM,
     "scorecam": QuietScoreCAM,
 }
 
@@ -73,6 +84,11 @@ def target_layer(model: nn.Module, config_or_arch: dict | str) -> nn.Module:
         raise ValueError(f"CAM target layer {path!r} is not in {type(model).__name__}") from error
 
 
+def _start_graph(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Make the layer's output a leaf of the autograd graph: backward then runs through the head only."""
+    return output.detach().requires_grad_(True)
+
+
 def _clone_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
     """Hand the rest of the network a copy, so in-place ops after the layer (DenseNet's ReLU) spare the recorded one."""
     return output.clone()
@@ -82,7 +98,8 @@ def explain(model: nn.Module, config: dict | str, batch: torch.Tensor, method: s
             target_classes: list[int] | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """CAMs (N, H, W) in [0, 1] for ``target_classes`` (default: each image's top class) and the logits (N, C).
 
-    ``batch`` is the normalised (N, 3, H, W) float input. Both outputs come from one forward pass.
+    ``batch`` is the normalised (N, 3, H, W) float input. Both outputs come from one forward pass, whose
+    gradients are taken from the target layer on (the layers below it need none).
     """
     check_method(method)
     if target_classes is not None and len(target_classes) != len(batch):
@@ -91,10 +108,12 @@ def explain(model: nn.Module, config: dict | str, batch: torch.Tensor, method: s
     layer = target_layer(model, config)
     targets = None if target_classes is None else [ClassifierOutputTarget(int(c)) for c in target_classes]
     with torch.enable_grad(), METHODS[method](model=model, target_layers=[layer]) as cam:
-        handle = layer.register_forward_hook(_clone_output)  # after the library's hooks: they record the original
+        handles = [layer.register_forward_hook(_start_graph, prepend=True),  # before the library's hooks
+                   layer.register_forward_hook(_clone_output)]  # after them: they record the original
         try:
             maps = cam(input_tensor=batch, targets=targets)
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         logits = cam.outputs.detach()
     return np.asarray(maps, dtype=np.float32), logits

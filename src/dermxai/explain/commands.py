@@ -106,22 +106,29 @@ def explain_compare_command(
 
         table = load_dataset(data)
         masks = dict(zip(table["image_id"], table["mask_path"].where(table["mask_path"].notna(), None)))
-    bundles = [(path, *load_bundle(path)) for path in models]
-    rows = []
+    bundles = [(_label(path), *load_bundle(path)) for path in models]
+    rows, outlined = [], 0
     for image in images:
         mask = masks.get(image.stem) or mask_next_to(image)
+        outlined += mask is not None
         row = []
-        for n, (path, net, config) in enumerate(bundles):
+        for n, (label, net, config) in enumerate(bundles):
             pixels = read_image(image, config)
             outline = read_mask(mask, config) if mask else None
             if n == 0:
                 row.append(Panel(pixels, image.stem, mask=outline))
             cam, probs, top = _explain_one(net, config, pixels, method, None)
-            row.append(Panel(pixels, f"{config['arch']}: {config['classes'][top]} (p={probs[top]:.2f})", cam, outline))
+            row.append(Panel(pixels, f"{label}: {config['classes'][top]} (p={probs[top]:.2f})", cam, outline))
         rows.append(row)
-    title = f"{method} of the predicted class; white line: lesion mask" + ("" if masks or any(
-        mask_next_to(i) for i in images) else " (none found)")
-    typer.echo(f"{len(images)} image(s) x {len(models)} model(s) -> {panel_grid(rows, out, title)}")
+    title = f"{method} of the predicted class (calibrated probability); white line: lesion mask"
+    figure = panel_grid(rows, out, title)
+    typer.echo(f"{len(images)} image(s) x {len(models)} model(s), lesion masks for {outlined} -> {figure}")
+
+
+def _label(bundle: Path) -> str:
+    """A column title: the bundle folder's name, or its run folder's for ``RUN/bundle``."""
+    bundle = bundle.resolve()
+    return bundle.parent.name if bundle.name == "bundle" else bundle.name
 
 
 def explain_score_command(
