@@ -121,7 +121,7 @@ def bundles(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("bundles")
     made = []
-    for arch, (height, width) in (("resnet18", (48, 64)), ("efficientnet_lite0", (40, 56))):
+    for arch, (height, width) in (("resnet18", (32, 48)), ("efficientnet_lite0", (32, 40))):
         model, info = create_model(arch, weights="none")
         config = {"arch": arch, "classes": list(CLASSES), "height": height, "width": width, "mean": list(info.mean),
                   "std": list(info.std), "cam_layer": info.cam_layer, "temperature": 2.0, "thresholds": {},

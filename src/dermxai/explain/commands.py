@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand
 
-ModelOption = Annotated[Path | None, typer.Option("--model", help="Model bundle (default: models/default or $DERMXAI_MODEL).")]
+ModelOption = Annotated[Path | None, typer.Option(
+    "--model", help="Model bundle (default: models/default, or $DERMXAI_MODEL when set).")]
 METHOD_HELP = "CAM method: gradcam, gradcam++, hirescam, layercam, xgradcam, eigencam or scorecam."
 MethodOption = Annotated[str, typer.Option("--method", help=METHOD_HELP)]
 PER_ROW = 4  # panels per row of an --all-methods figure
@@ -58,9 +59,11 @@ def explain_command(
     out: Annotated[Path, typer.Option("--out", help="PNG figure to write.")],
     model: ModelOption = None,
     method: MethodOption = "gradcam",
-    class_name: Annotated[str | None, typer.Option("--class", help="Class to explain (default: the predicted one).")] = None,
+    class_name: Annotated[str | None, typer.Option(
+        "--class", help="Class to explain, e.g. mel (default: the predicted one).")] = None,
     all_methods: Annotated[bool, typer.Option("--all-methods", help="One panel per CAM method.")] = False,
-    mask: Annotated[Path | None, typer.Option("--mask", help="Lesion mask to outline (default: <id>_segmentation.png beside the image).")] = None,
+    mask: Annotated[Path | None, typer.Option(
+        "--mask", help="Lesion mask to outline (default: <id>_segmentation.png beside the image).")] = None,
 ) -> None:
     """Draw the image, its CAM overlay and the predicted class with its calibrated probability."""
     from dermxai.explain.cams import METHODS, check_method
@@ -90,7 +93,8 @@ def explain_compare_command(
     models: Annotated[list[Path], typer.Option("--models", help="Model bundles, one column each (--models A B C).")],
     images: Annotated[list[Path], typer.Option("--images", help="Images, one row each (--images X Y Z).")],
     out: Annotated[Path, typer.Option("--out", help="PNG figure to write.")],
-    data: Annotated[Path | None, typer.Option("--data", help="Dataset folder to find lesion masks in (by image id).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset folder to find lesion masks in (by image id).")] = None,
     method: MethodOption = "gradcam",
 ) -> None:
     """Grid of CAMs: rows are images, columns are models, lesion mask outlined where one exists."""
@@ -134,12 +138,16 @@ def _label(bundle: Path) -> str:
 def explain_score_command(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (HAM10000 layout, with masks).")],
     split: Annotated[Path, typer.Option("--split", help="Split CSV (image_id,lesion_group,split).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for explain_metrics.json, explain_report.md, per-image CSV.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for explain_metrics.json, explain_report.md and explain_per_image.csv.")],
     model: ModelOption = None,
     subset: Annotated[str, typer.Option("--subset", help="train, val or test.")] = "test",
-    method: Annotated[list[str] | None, typer.Option("--method", help="CAM method, repeatable (--method gradcam --method layercam); the first is the headline.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="At most this many images (seeded random order).")] = None,
-    slow_limit: Annotated[int, typer.Option("--scorecam-limit", help="At most this many images for scorecam (slow).")] = 10,
+    method: Annotated[list[str] | None, typer.Option("--method", help=(
+        "CAM method, repeatable (--method gradcam --method layercam); the first is the headline."))] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", help="At most this many images (seeded random order).")] = None,
+    slow_limit: Annotated[int, typer.Option(
+        "--scorecam-limit", help="At most this many images for scorecam (a forward pass per channel).")] = 10,
     steps: Annotated[int, typer.Option("--steps", help="Deletion/insertion steps.")] = 16,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CIs.")] = 1000,
     seed: int = 0,

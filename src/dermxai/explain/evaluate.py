@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -179,8 +178,11 @@ def score_explanations(bundle: Path, data: Path, split: Path, subset: str, metho
             progress(min(first + batch_size, len(chosen)), len(chosen))
     table = pd.DataFrame(records)
     result = summarise(table, methods, n_boot, seed)
-    result["provenance"] = _provenance(bundle, config, data, split, subset, limit, slow_limit, steps, n_boot, seed,
-                                       time.perf_counter() - start)
+    command = (f"dermxai explain-score --model {bundle} --data {data} --split {split} --subset {subset} "
+               + " ".join(f"--method {m}" for m in methods) + (f" --limit {limit}" if limit else "")
+               + f" --scorecam-limit {slow_limit} --steps {steps} --bootstrap {n_boot} --seed {seed} --out {out}")
+    result["provenance"] = _provenance(command, bundle, config, data, split, subset, limit, slow_limit, steps,
+                                       n_boot, seed, time.perf_counter() - start)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "explain_per_image.csv", index=False)
@@ -189,12 +191,11 @@ def score_explanations(bundle: Path, data: Path, split: Path, subset: str, metho
     return result
 
 
-def _provenance(bundle, config, data, split, subset, limit, slow_limit, steps, n_boot, seed, wall) -> dict:
-    import pytorch_grad_cam  # noqa: F401  (version below)
+def _provenance(command, bundle, config, data, split, subset, limit, slow_limit, steps, n_boot, seed, wall) -> dict:
     from importlib.metadata import version
 
     return {
-        "command": " ".join(["dermxai", *sys.argv[1:]]) if sys.argv[0].endswith("dermxai") else None,
+        "command": command,
         "bundle": str(bundle), "arch": config["arch"], "input": [config["height"], config["width"]],
         "weights": config.get("weights"), "temperature": config.get("temperature", 1.0),
         "split_fingerprint": config.get("split_fingerprint"), "data": str(data), "split": str(split),

@@ -41,6 +41,8 @@ def read_image(path: str | Path, config: dict) -> np.ndarray:
 
 def read_mask(path: str | Path, config: dict) -> np.ndarray:
     """A lesion mask (white = lesion) as a boolean (H, W) array, resized exactly like the image."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such mask file")
     return read_image(path, config)[..., 0] > 127
 
 
