@@ -243,6 +243,9 @@ def test_explain_score_writes_the_metrics_contract(tmp_path, bundles, fixture_di
     per_image = __import__("pandas").read_csv(out / "explain_per_image.csv")
     uniform = per_image[per_image["method"].eq("baseline:uniform")]
     assert metrics["baselines"]["uniform"]["in_mask_energy"]["mean"] == pytest.approx(uniform["mask_share"].mean())
+    difference = metrics["per_method"]["gradcam"]["minus_gaussian"]["in_mask_energy"]["mean"]
+    gaussian = metrics["baselines"]["gaussian"]["in_mask_energy"]["mean"]
+    assert difference == pytest.approx(metrics["in_mask_energy"]["mean"] - gaussian)
     assert "| gradcam | 4 |" in (out / "explain_report.md").read_text()
     result = runner.invoke(app, ["explain-score", "--model", str(bundles[0]), "--data", str(fixture_dir), "--split",
                                  str(split), "--subset", "val", "--out", str(out)])

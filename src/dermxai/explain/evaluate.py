@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -69,43 +70,55 @@ def select_images(data: Path, split: Path, subset: str, limit: int | None, seed:
     return chosen.head(limit) if limit else chosen
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One image as the model sees it, with its mask, its blurred copy and the predicted (explained) class."""
+
+    row: pd.Series
+    image: np.ndarray
+    blank: np.ndarray
+    mask: np.ndarray
+    target: int
+    probability: float
+
+
 def score_batch(model: torch.nn.Module, config: dict, rows: pd.DataFrame, methods: list[str],
                 slow_left: int, steps: int, seed: int) -> list[dict]:
     """Per-image records for one batch: every method (slow ones while ``slow_left``) and both baselines."""
     images = np.stack([read_image(p, config) for p in rows["path"]])
-    masks = np.stack([read_mask(p, config) for p in rows["mask_path"]])
-    height, width = masks.shape[1:]
-    chance = {"uniform": scores.uniform_map(height, width), "gaussian": scores.gaussian_map(height, width)}
     batch = to_batch(images, config)
     with torch.no_grad():
         probs = probabilities(model(batch), config)
-    predicted = probs.argmax(1)
+    samples = [Sample(rows.iloc[n], images[n], blurred(images[n]), read_mask(rows.iloc[n]["mask_path"], config),
+                      int(probs[n].argmax()), float(probs[n].max())) for n in range(len(rows))]
     records = []
     for method in methods:
         count = min(slow_left, len(rows)) if method in SLOW_METHODS else len(rows)
         if count == 0:
             continue
-        targets = [int(c) for c in predicted[:count]]
+        targets = [s.target for s in samples[:count]]
         cams, _ = explain(model, config, batch[:count], method, targets)
         unstable = {} if method in SLOW_METHODS else _stability(model, config, images[:count], cams, method, targets)
-        for n in range(count):
-            records.append(_record(model, config, rows.iloc[n], method, images[n], masks[n], cams[n],
-                                   targets[n], float(probs[n, targets[n]]), steps, seed)
+        for n, sample in enumerate(samples[:count]):
+            records.append(_record(model, config, sample, method, cams[n], steps, seed)
                            | {f"stability_{t}": v[n] for t, v in unstable.items()})
-    for n in range(len(rows)):
+    height, width = images.shape[1:3]
+    chance = {"uniform": scores.uniform_map(height, width), "gaussian": scores.gaussian_map(height, width)}
+    for sample in samples:
         for name, saliency in chance.items():
-            records.append(_record(model, config, rows.iloc[n], f"baseline:{name}", images[n], masks[n], saliency,
-                                   int(predicted[n]), float(probs[n, predicted[n]]), steps, seed))
+            records.append(_record(model, config, sample, f"baseline:{name}", saliency, steps, seed))
     return records
 
 
-def _record(model, config, row, method, image, mask, saliency, target, prob, steps, seed) -> dict:
-    deletion, insertion = scores.deletion_insertion_auc(class_probability(model, config, target), image,
-                                                        blurred(image), saliency, steps, seed)
+def _record(model, config: dict, sample: Sample, method: str, saliency: np.ndarray, steps: int, seed: int) -> dict:
+    deletion, insertion = scores.deletion_insertion_auc(class_probability(model, config, sample.target),
+                                                        sample.image, sample.blank, saliency, steps, seed)
+    row = sample.row
     return {"image_id": row["image_id"], "lesion_group": row["lesion_group"], "dx": row["dx"], "method": method,
-            "predicted": config["classes"][target], "probability": prob, "mask_share": float(mask.mean()),
-            "in_mask_energy": scores.in_mask_energy(saliency, mask), "pointing_game": scores.pointing_game(saliency, mask),
-            "deletion_auc": deletion, "insertion_auc": insertion}
+            "predicted": config["classes"][sample.target], "probability": sample.probability,
+            "mask_share": float(sample.mask.mean()), "in_mask_energy": scores.in_mask_energy(saliency, sample.mask),
+            "pointing_game": scores.pointing_game(saliency, sample.mask), "deletion_auc": deletion,
+            "insertion_auc": insertion}
 
 
 def _stability(model, config, images, cams, method, targets) -> dict[str, list[float]]:
