@@ -35,7 +35,7 @@ BASELINES = ("uniform", "gaussian")
 
 def probabilities(logits: torch.Tensor, config: dict) -> np.ndarray:
     """Calibrated class probabilities: softmax(logits / temperature)."""
-    return torch.softmax(logits.float() / float(config.get("temperature", 1.0)), dim=-1).numpy()
+    return torch.softmax(logits.detach().float().cpu() / float(config.get("temperature", 1.0)), dim=-1).numpy()
 
 
 def blurred(image: np.ndarray) -> np.ndarray:
@@ -48,9 +48,9 @@ def class_probability(model: torch.nn.Module, config: dict, target: int, batch_s
     """A function: uint8 images (N, H, W, 3) -> calibrated probability of class ``target``."""
 
     def run(images: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return np.concatenate([probabilities(model(to_batch(images[i : i + batch_size], config)), config)[:, target]
-                                   for i in range(0, len(images), batch_size)])
+        with torch.inference_mode():
+            return np.concatenate([probabilities(model(to_batch(images[i : i + batch_size], config).contiguous(
+                memory_format=torch.channels_last)), config)[:, target] for i in range(0, len(images), batch_size)])
 
     return run
 
@@ -180,6 +180,7 @@ def score_explanations(bundle: Path, data: Path, split: Path, subset: str, metho
         raise ValueError("--steps must be at least 2")
     start = time.perf_counter()
     model, config = load_bundle(bundle)
+    model = model.to(memory_format=torch.channels_last)  # about 1.3x faster convolutions on CPU
     chosen = select_images(Path(data), Path(split), subset, limit, seed, images)
     records: list[dict] = []
     slow_left = slow_limit
