@@ -181,7 +181,7 @@ def test_explain_errors_are_clear(tmp_path, bundles, lesion):
     for extra, message in (([str(tmp_path / "missing.jpg")], "no such image file"),
                            ([str(text)], "not an image"),
                            ([lesion["path"], "--method", "magic"], "unknown CAM method 'magic'"),
-                           ([lesion["path"], "--class", "wart"], "--class 'wart': use one of akiec")):
+                           ([lesion["path"], "--class", "wart"], "unknown class 'wart': use one of akiec")):
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 2, result.output
         assert "error:" in result.output and message in result.output

@@ -33,29 +33,24 @@ class ManyValues(TyperCommand):
         return super().parse_args(ctx, expanded)
 
 
-def _class_index(name: str | None, classes: list[str]) -> int | None:
-    if name is None:
-        return None
-    if name in classes:
-        return classes.index(name)
-    if name.isdigit() and int(name) < len(classes):
-        return int(name)
-    raise ValueError(f"--class {name!r}: use one of {', '.join(classes)} (or its index)")
+def _explain_file(predictor, image: Path, method: str, target_class: str | None):
+    """(model-input pixels, Explanation) of an image file, through the shared Predictor (validated input)."""
+    from dermxai.data.cache import resize_cover
+
+    if not image.is_file():
+        raise FileNotFoundError(f"{image}: no such image file")
+    explanation = predictor.explain(image.read_bytes(), method, target_class)
+    return resize_cover(explanation.image, predictor.size), explanation
 
 
-def _explain_one(model, config: dict, image, method: str, target: int | None):
-    """(CAM, calibrated probabilities, explained class) of one uint8 image, from one forward pass."""
-    from dermxai.explain.cams import explain
-    from dermxai.explain.evaluate import probabilities
-    from dermxai.inference.preprocess import to_batch
-
-    cams, logits = explain(model, config, to_batch(image, config), method, None if target is None else [target])
-    probs = probabilities(logits, config)[0]
-    return cams[0], probs, int(probs.argmax()) if target is None else target
+def _caption(name: str, explanation) -> str:
+    """``name: class (p=0.83)``, the probability being the calibrated one of the explained class."""
+    p = explanation.prediction.probabilities[explanation.target_class]
+    return f"{name}: {explanation.target_class} (p={p:.2f})"
 
 
 def explain_command(
-    image: Annotated[Path, typer.Argument(help="Image file (JPEG, PNG).")],
+    image: Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP, ...).")],
     out: Annotated[Path, typer.Option("--out", help="PNG figure to write.")],
     model: ModelOption = None,
     method: MethodOption = "gradcam",
@@ -68,25 +63,24 @@ def explain_command(
     """Draw the image, its CAM overlay and the predicted class with its calibrated probability."""
     from dermxai.explain.cams import METHODS, check_method
     from dermxai.explain.figures import Panel, panel_grid
-    from dermxai.explain.io import default_bundle, mask_next_to, read_image, read_mask
-    from dermxai.models.bundle import load_bundle
+    from dermxai.explain.io import mask_next_to, read_mask
+    from dermxai.inference.bundles import default_bundle
+    from dermxai.inference.predictor import Predictor
 
     methods = list(METHODS) if all_methods else [check_method(method)]
-    net, config = load_bundle(model or default_bundle())
-    pixels = read_image(image, config)
+    predictor = Predictor(model or default_bundle())
     mask = mask or mask_next_to(image)
-    outline = read_mask(mask, config) if mask else None
-    classes = config["classes"]
-    target = _class_index(class_name, classes)
-    panels = [Panel(pixels, "input" + (" (mask outlined)" if outline is not None else ""), mask=outline)]
+    outline = read_mask(mask, predictor.config) if mask else None
+    panels = []
     for m in methods:
-        cam, probs, explained = _explain_one(net, config, pixels, m, target)
-        panels.append(Panel(pixels, f"{m}: {classes[explained]} (p={probs[explained]:.2f})", cam, outline))
-    top = int(probs.argmax())
-    title = (f"{image.name} - {config['arch']}: predicted {classes[top]}, calibrated probability {probs[top]:.2f} "
-             f"(T={config.get('temperature', 1.0):.2f})")
+        pixels, explanation = _explain_file(predictor, image, m, class_name)
+        panels.append(Panel(pixels, _caption(m, explanation), explanation.cam, outline))
+    panels.insert(0, Panel(pixels, "input" + (" (mask outlined)" if outline is not None else ""), mask=outline))
+    top = explanation.prediction
+    title = (f"{image.name} - {predictor.config['arch']}: predicted {top.top_class}, calibrated probability "
+             f"{top.confidence:.2f} (T={predictor.temperature:.2f})")
     rows = [panels[i : i + PER_ROW] for i in range(0, len(panels), PER_ROW)]
-    typer.echo(f"{classes[top]} {probs[top]:.3f} -> {panel_grid(rows, out, title)}")
+    typer.echo(f"{top.top_class} {top.confidence:.3f} -> {panel_grid(rows, out, title)}")
 
 
 def explain_compare_command(
@@ -100,8 +94,8 @@ def explain_compare_command(
     """Grid of CAMs: rows are images, columns are models, lesion mask outlined where one exists."""
     from dermxai.explain.cams import check_method
     from dermxai.explain.figures import Panel, panel_grid
-    from dermxai.explain.io import mask_next_to, read_image, read_mask
-    from dermxai.models.bundle import load_bundle
+    from dermxai.explain.io import mask_next_to, read_mask
+    from dermxai.inference.predictor import Predictor
 
     check_method(method)
     masks: dict[str, Path] = {}
@@ -110,19 +104,18 @@ def explain_compare_command(
 
         table = load_dataset(data)
         masks = dict(zip(table["image_id"], table["mask_path"].where(table["mask_path"].notna(), None)))
-    bundles = [(_label(path), *load_bundle(path)) for path in models]
+    predictors = [(_label(path), Predictor(path)) for path in models]
     rows, outlined = [], 0
     for image in images:
         mask = masks.get(image.stem) or mask_next_to(image)
         outlined += mask is not None
         row = []
-        for n, (label, net, config) in enumerate(bundles):
-            pixels = read_image(image, config)
-            outline = read_mask(mask, config) if mask else None
+        for n, (label, predictor) in enumerate(predictors):
+            pixels, explanation = _explain_file(predictor, image, method, None)
+            outline = read_mask(mask, predictor.config) if mask else None
             if n == 0:
                 row.append(Panel(pixels, image.stem, mask=outline))
-            cam, probs, top = _explain_one(net, config, pixels, method, None)
-            row.append(Panel(pixels, f"{label}: {config['classes'][top]} (p={probs[top]:.2f})", cam, outline))
+            row.append(Panel(pixels, _caption(label, explanation), explanation.cam, outline))
         rows.append(row)
     title = f"{method} of the predicted class (calibrated probability); white line: lesion mask"
     figure = panel_grid(rows, out, title)
@@ -154,7 +147,7 @@ def explain_score_command(
 ) -> None:
     """Score CAMs against lesion masks (in-mask energy, pointing game, deletion/insertion, stability) vs chance."""
     from dermxai.explain.evaluate import fmt, score_explanations
-    from dermxai.explain.io import default_bundle
+    from dermxai.inference.bundles import default_bundle
 
     if limit is not None and limit < 1:
         raise ValueError("--limit must be at least 1")

@@ -26,6 +26,7 @@ from dermxai.explain.cams import check_method, explain
 from dermxai.explain.io import read_image, read_mask
 from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
+from dermxai.probabilities import softmax
 
 METRICS = ("in_mask_energy", "pointing_game", "deletion_auc", "insertion_auc")
 BLUR_SHARE = 0.1  # Gaussian blur radius of the "removed" image, as a share of the longer input side
@@ -35,7 +36,7 @@ BASELINES = ("uniform", "gaussian")
 
 def probabilities(logits: torch.Tensor, config: dict) -> np.ndarray:
     """Calibrated class probabilities: softmax(logits / temperature)."""
-    return torch.softmax(logits.detach().float().cpu() / float(config.get("temperature", 1.0)), dim=-1).numpy()
+    return softmax(logits.detach().float().cpu().numpy(), float(config.get("temperature", 1.0)))
 
 
 def blurred(image: np.ndarray) -> np.ndarray:

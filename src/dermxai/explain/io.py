@@ -1,4 +1,4 @@
-"""Inputs of the explanation commands: the default bundle, images and lesion masks at a model's input size.
+"""Dataset images and lesion masks at a model's input size, for the explanation commands and scores.
 
 Images and masks go through the training preprocessing (``load_resized``: cover-resize, centre-crop), so a
 mask lines up with the image pixels the model saw.
@@ -6,7 +6,6 @@ mask lines up with the image pixels the model saw.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +14,6 @@ from PIL import UnidentifiedImageError
 from dermxai.data.cache import load_resized
 from dermxai.data.index import MASK_SUFFIX
 
-ENV = "DERMXAI_MODEL"
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[3] / "models" / "default"
-
-
-def default_bundle() -> Path:
-    """``$DERMXAI_MODEL`` when set, else ``models/default`` at the repository root."""
-    folder = Path(os.environ[ENV]) if os.environ.get(ENV) else DEFAULT_BUNDLE
-    if not (folder / "config.json").is_file():
-        source = f"${ENV}" if os.environ.get(ENV) else "the default model"
-        raise FileNotFoundError(f"{source} {folder} is not a model bundle; pass --model BUNDLE or set {ENV}")
-    return folder
-
 
 def read_image(path: str | Path, config: dict) -> np.ndarray:
     """The image as the model sees it: uint8 (H, W, 3) at the bundle's input size."""
@@ -34,7 +21,7 @@ def read_image(path: str | Path, config: dict) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     try:
-        return np.array(load_resized(str(path), (config["height"], config["width"])))  # writable
+        return load_resized(str(path), (config["height"], config["width"]))
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not an image (use a JPEG or PNG file)") from None
 
