@@ -435,5 +435,13 @@ app.command("abstention")(clear_errors(front_ends.abstention_command))
 app.command("app")(clear_errors(front_ends.app_command))
 app.command("serve")(clear_errors(front_ends.serve_command))
 
+
+from dermxai.explain import commands as explain_commands  # noqa: E402
+
+app.command("explain")(clear_errors(explain_commands.explain_command))
+app.command("explain-compare", cls=explain_commands.ManyValues)(clear_errors(explain_commands.explain_compare_command))
+app.command("explain-score")(clear_errors(explain_commands.explain_score_command))
+
+
 if __name__ == "__main__":
     app()

@@ -132,8 +132,25 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _last_feature_layer(model: nn.Module) -> str:
-    """The last convolution or normalisation layer: the usual CAM target of a CNN."""
-    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm))]
+    """The outermost module that yields ``forward_features``' output: the final (N, C, H, W) feature map.
+
+    Taking the last convolution by name instead picks a residual branch (ResNet's downsample) or a layer
+    that runs after pooling (MobileNetV3's conv_head), both poor CAM targets.
+    """
+    size = model.pretrained_cfg.get("input_size", (3, 224, 224))
+    fired: list[tuple[str, tuple]] = []
+    handles = [module.register_forward_hook(lambda m, i, o, name=name: fired.append((name, getattr(o, "shape", ()))))
+               for name, module in model.named_modules() if name and not isinstance(module, nn.Identity)]
+    try:
+        with torch.no_grad():
+            features = model.eval().forward_features(torch.zeros(1, *size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    if features.ndim != 4:
+        raise ValueError(f"{type(model).__name__}: features of shape {tuple(features.shape)} are not a 2-D map; "
+                         "CAMs need a convolutional network")
+    names = [name for name, shape in fired if tuple(shape) == tuple(features.shape)]
     if not names:
-        raise ValueError(f"{type(model).__name__}: no convolution layer to take a CAM from")
+        raise ValueError(f"{type(model).__name__}: no layer yields the final feature map to take a CAM from")
     return names[-1]

@@ -1,0 +1,40 @@
+"""Dataset images and lesion masks at a model's input size, for the explanation commands and scores.
+
+Images and masks go through the training preprocessing (``load_resized``: cover-resize, centre-crop), so a
+mask lines up with the image pixels the model saw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import UnidentifiedImageError
+
+from dermxai.data.cache import load_resized
+from dermxai.data.index import MASK_SUFFIX
+
+
+def read_image(path: str | Path, config: dict) -> np.ndarray:
+    """The image as the model sees it: uint8 (H, W, 3) at the bundle's input size."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    try:
+        return load_resized(str(path), (config["height"], config["width"]))
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image (use a JPEG or PNG file)") from None
+
+
+def read_mask(path: str | Path, config: dict) -> np.ndarray:
+    """A lesion mask (white = lesion) as a boolean (H, W) array, resized exactly like the image."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such mask file")
+    return read_image(path, config)[..., 0] > 127
+
+
+def mask_next_to(image: str | Path) -> Path | None:
+    """``<id>_segmentation.png`` beside the image, if there is one."""
+    image = Path(image)
+    candidate = image.with_name(f"{image.stem}{MASK_SUFFIX}.png")
+    return candidate if candidate.is_file() else None
