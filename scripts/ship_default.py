@@ -1,0 +1,39 @@
+"""Copy a trained bundle into ``models/default`` with float16 weights (half the file; loads into float32).
+
+Usage: python scripts/ship_default.py RUN_DIR/bundle [--out models/default]
+Calibrate, evaluate and export the shipped copy afterwards, so every reported figure is of the shipped weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def ship(bundle: Path, out: Path) -> None:
+    """Write ``out`` as a float16 copy of ``bundle`` (config and card copied; ONNX export not carried over)."""
+    state = load_file(bundle / "model.safetensors")
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    save_file(half, out / "model.safetensors")
+    config = json.loads((bundle / "config.json").read_text())
+    config["storage"] = "float16 weights (cast after training by scripts/ship_default.py)"
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    shutil.copy(bundle / "MODEL_CARD.md", out / "MODEL_CARD.md")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("models/default"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ship(args.bundle, args.out)
+    print(f"wrote {args.out}")
