@@ -1,0 +1,1 @@
+"""Inference: prediction backends (PyTorch eager or ONNX Runtime), preprocessing and the Predictor."""
