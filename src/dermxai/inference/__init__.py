@@ -1,1 +1,1 @@
-"""Inference: prediction backends (PyTorch eager or ONNX Runtime), preprocessing and the Predictor."""
+"""Inference: preprocessing from a bundle's config, input validation, the Predictor."""

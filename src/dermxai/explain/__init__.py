@@ -1,0 +1,1 @@
+"""Explanations: CAMs (pytorch-grad-cam), scores against lesion masks, figures."""
