@@ -10,8 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from dermxai.cli import app
-from dermxai.export import ParityError, check_images, export_onnx, normalise, probabilities
+from dermxai.export import ParityError, check_images, export_onnx, probabilities
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
+from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle, save_bundle
 from dermxai.models.registry import create_model
 
@@ -42,7 +43,7 @@ def test_onnx_matches_pytorch_on_the_fixture_at_batch_1_and_3(exported, fixture_
     model, config = load_bundle(exported)
     pixels, source = check_images(fixture_dir, (config["height"], config["width"]))
     assert len(pixels) == 35 and "ham_mini" in source
-    batch = normalise(pixels, config)
+    batch = to_batch(pixels, config).numpy()
     onnx = OnnxBackend(exported / "model.onnx", threads=1)
     with torch.inference_mode():
         expected = model(torch.from_numpy(batch)).numpy()

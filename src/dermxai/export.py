@@ -16,6 +16,7 @@ import torch
 
 from dermxai.data.cache import load_resized
 from dermxai.inference.onnx_backend import ONNX_NAME, WEIGHTS_KEY, OnnxBackend, weights_digest
+from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
 
 FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "ham_mini"
@@ -48,14 +49,7 @@ def check_images(folder: Path | None, size: tuple[int, int], limit: int = 35) ->
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not paths:
         raise ValueError(f"{folder}: no .jpg/.jpeg/.png images to check the export on")
-    return np.stack([load_resized(str(p), size) for p in paths]), f"{len(paths)} images from {folder}"
-
-
-def normalise(images: np.ndarray, config: dict) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) with the bundle's normalisation."""
-    mean = np.asarray(config["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(config["std"], dtype=np.float32).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray((images.transpose(0, 3, 1, 2).astype(np.float32) / 255 - mean) / std)
+    return np.stack([load_resized(str(p), size) for p in paths]), f"{len(paths)} image(s) from {folder}"
 
 
 def probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -95,7 +89,7 @@ def export_onnx(bundle_dir: str | Path, out: str | Path | None = None, images: P
 def _parity(model: torch.nn.Module, config: dict, path: Path, folder: Path | None,
             tolerance: float) -> tuple[str, int, float, float]:
     pixels, source = check_images(folder, (config["height"], config["width"]))
-    batch = normalise(pixels, config)
+    batch = to_batch(pixels, config).numpy()
     with torch.inference_mode():
         expected = model(torch.from_numpy(batch)).numpy()
     session = OnnxBackend(path)
