@@ -64,6 +64,9 @@ def test_load_backend_prefers_onnx_and_falls_back_to_pytorch(exported, tmp_path)
     assert isinstance(fallback, TorchBackend)
     batch = np.random.default_rng(1).standard_normal((2, 3, 48, 64)).astype(np.float32)
     np.testing.assert_allclose(backend.logits(batch), fallback.logits(batch), atol=1e-4)
+    model, _ = load_bundle(exported)
+    chosen = load_backend(exported, prefer_onnx=False, model=model)
+    assert isinstance(chosen, TorchBackend) and chosen.model is model
 
 
 def test_a_stale_onnx_file_is_ignored(exported, tmp_path):

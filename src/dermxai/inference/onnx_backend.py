@@ -68,8 +68,12 @@ class TorchBackend:
             return self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
 
 
-def load_backend(bundle_dir: str | Path, threads: int | None = None, prefer_onnx: bool = True) -> OnnxBackend | TorchBackend:
-    """ONNX Runtime on ``bundle_dir/model.onnx`` when present and exported from these weights, else PyTorch eager."""
+def load_backend(bundle_dir: str | Path, threads: int | None = None, prefer_onnx: bool = True,
+                 model: nn.Module | None = None) -> OnnxBackend | TorchBackend:
+    """ONNX Runtime on ``bundle_dir/model.onnx`` when present and exported from these weights, else PyTorch eager.
+
+    ``model``: the bundle's PyTorch model when the caller has already loaded it (it is then not loaded again).
+    """
     from dermxai.models.bundle import load_bundle
 
     bundle_dir = Path(bundle_dir)
@@ -80,5 +84,4 @@ def load_backend(bundle_dir: str | Path, threads: int | None = None, prefer_onnx
             return backend
         warnings.warn(f"{onnx_path} was not exported from this bundle's weights (re-run `dermxai export`); "
                       "using PyTorch instead", stacklevel=2)
-    model, _ = load_bundle(bundle_dir)
-    return TorchBackend(model, threads)
+    return TorchBackend(model if model is not None else load_bundle(bundle_dir)[0], threads)
