@@ -70,7 +70,7 @@ def bench_arch(arch: str, size: tuple[int, int], args: argparse.Namespace, folde
     export = export_onnx(folder)
     export_s = time.perf_counter() - start
     pixels, _ = check_images(None, size)
-    batch = to_batch(np.resize(pixels, (args.batch, *pixels.shape[1:])), config).numpy()  # fixture images, repeated if needed
+    batch = to_batch(np.resize(pixels, (args.batch, *pixels.shape[1:])), config).numpy()  # fixture, repeated
     cores, default_threads = os.cpu_count() or 1, torch.get_num_threads()
     variants = {
         f"eager fp32, no_grad, {default_threads} threads (plain)": eager(model, default_threads, torch.no_grad),

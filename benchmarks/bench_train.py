@@ -16,7 +16,6 @@ Prints Markdown for benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import tempfile
 import time
@@ -127,7 +126,8 @@ def data_path(table, size: tuple[int, int], cache_images: np.ndarray, args: argp
     print(f"### Data path alone ({n} images at {size[0]}x{size[1]}, batch 64, {args.repeats} epoch(s) each)\n")
     print("| data path | epoch s, median (p5-p95) | images/s (median) | speed-up |\n|---|---|---|---|")
     for name, times in ((f"decode every epoch (DataLoader, {args.workers} workers)", plain), ("uint8 memmap cache", cached)):
-        print(f"| {name} | {spread(times, 1.0, 2)} | {n / np.median(times):,.0f} | {np.median(plain) / np.median(times):.1f}x |")
+        median = np.median(times)
+        print(f"| {name} | {spread(times, 1.0, 2)} | {n / median:,.0f} | {np.median(plain) / median:.1f}x |")
     print(flush=True)
 
 
@@ -158,10 +158,11 @@ def training(table, labels: np.ndarray, cache_images: np.ndarray, args: argparse
                 torch.cuda.empty_cache()
         base = np.median(next(iter(results.values())))
         for name, rate in results.items():
-            row = f"| {arch} | {name} | {np.median(rate):,.0f} ({rate.min():,.0f}-{rate.max():,.0f}) | {np.median(rate) / base:.2f}x |"
+            median = np.median(rate)
+            row = f"| {arch} | {name} | {median:,.0f} ({rate.min():,.0f}-{rate.max():,.0f}) | {median / base:.2f}x |"
             if cuda:
                 ref = TIMM_RTX3090.get(arch)
-                row += f" {ref:,} | {np.median(rate) / ref:.2f}x |" if ref else " - | - |"
+                row += f" {ref:,} | {median / ref:.2f}x |" if ref else " - | - |"
             print(row, flush=True)
     if cuda:
         print(f"\nPeak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB (dataset resident: "
@@ -172,7 +173,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/ham10000")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--arch", nargs="+", help="default: efficientnet_lite0 (cpu); resnet18 densenet121 efficientnet_b0 (cuda)")
+    parser.add_argument("--arch", nargs="+",
+                        help="default: efficientnet_lite0 (cpu); resnet18 densenet121 efficientnet_b0 (cuda)")
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
     parser.add_argument("--batch", type=int, help="default 32 (cpu), 256 (cuda)")

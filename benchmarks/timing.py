@@ -30,16 +30,14 @@ def machine() -> str:
     return text
 
 
-def repeat(call: Callable[[], object], iterations: int, warmup: int = 1, sync: Callable[[], None] = lambda: None) -> np.ndarray:
+def repeat(call: Callable[[], object], iterations: int, warmup: int = 1) -> np.ndarray:
     """Wall-clock seconds of ``iterations`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         call()
-    sync()
     times = []
     for _ in range(iterations):
         start = time.perf_counter()
         call()
-        sync()
         times.append(time.perf_counter() - start)
     return np.array(times)
 
