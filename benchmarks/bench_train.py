@@ -36,8 +36,9 @@ from dermxai.data.labels import CLASSES
 from dermxai.models.registry import create_model
 from dermxai.training.augment import AugmentConfig, augment_batch
 
-# timm's published training throughput, RTX 3090, AMP, channels_last, 224 px, img/s (as quoted in issue #8)
-TIMM_RTX3090 = {"resnet18": 3480, "efficientnet_b0": 1750, "densenet121": 910}
+# timm's published training throughput (img/s), RTX 3090, AMP, channels_last, 224 px, synthetic data on the GPU,
+# batch 512 (densenet121: 256): huggingface/pytorch-image-models results/benchmark-train-amp-nhwc-pt112-cu113-rtx3090.csv
+TIMM_RTX3090 = {"resnet18": 3482, "efficientnet_b0": 1752, "densenet121": 914}
 
 
 class DecodeAndAugment(Dataset):
