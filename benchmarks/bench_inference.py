@@ -83,9 +83,9 @@ def bench_arch(arch: str, size: tuple[int, int], args: argparse.Namespace, folde
     rows, base = [], None
     for name, setup in variants.items():
         logits = setup()
-        probs = probabilities(logits(batch), 1.0)
+        probs = probabilities(logits(batch), 1.0)  # also the batch warm-up
         single = repeat(lambda: logits(batch[:1]), args.iterations, warmup=2)
-        bulk = repeat(lambda: logits(batch), args.batch_iterations, warmup=1)
+        bulk = repeat(lambda: logits(batch), args.batch_iterations, warmup=0)
         torch.set_num_threads(default_threads)
         base = base or (probs, np.median(single), np.median(bulk))
         throughput = args.batch / bulk
