@@ -1,11 +1,11 @@
-# Two entry points: `make demo` (install + run the main job) and `make test` (install + full test suite).
+# Entry points: `make demo` (install + run the main job), `make app` (the web app) and `make test` (full test suite).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/ham10000
 MODEL ?= models/default
 
-.PHONY: install demo test bench clean
+.PHONY: install demo app test bench clean
 
 $(BIN)/dermxai: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: install
 	$(BIN)/dermxai --help
 	$(BIN)/dermxai data split --data tests/fixtures/ham_mini --out artifacts/demo/split.csv
 	$(BIN)/dermxai data audit --data tests/fixtures/ham_mini --split artifacts/demo/split.csv
+
+app: install  # the web app on the bundled default model (offline); then open http://localhost:8501
+	$(BIN)/dermxai app
 
 test: install  # pytest's exit code 5 (no tests collected) counts as a failure
 	$(BIN)/python -m pytest; status=$$?; if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status

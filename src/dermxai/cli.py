@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dermxai import __version__
-from dermxai.data.index import DatasetError
+from dermxai.data.errors import DatasetError
 
 app = typer.Typer(help="Honest skin-lesion classification on HAM10000.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: split, audit, cache, duplicates, download.", no_args_is_help=True)
@@ -298,6 +298,142 @@ def experiment_command(
     except (OSError, KeyError, ValueError, yaml.YAMLError, DatasetError) as error:
         errors.print(f"[bold red]error:[/] {config_file}: {type(error).__name__}: {error}", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as typed, rebuilt from the options that differ from their defaults (for provenance)."""
+    words = ["dermxai", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value == param.default or value is None:
+            continue
+        flag = param.opts[0]
+        if isinstance(value, bool):
+            words.append(flag if value else (param.secondary_opts or [flag])[0])
+        elif isinstance(value, (list, tuple)):
+            words += [str(v) for v in value]
+        else:
+            words += [flag, str(value)]
+    return " ".join(words)
+
+
+@app.command("evaluate")
+@clear_errors
+def evaluate_command(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, predictions.csv, report.md, plots.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset folder (with --split and --subset).")] = None,
+    split: Annotated[Path | None, typer.Option("--split", help="Split CSV.")] = None,
+    subset: Annotated[str, typer.Option(help="Split subset to evaluate: test (once per model) or val.")] = "test",
+    images: ImagesOption = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="ISIC 2018 Task 3 or image_id,dx CSV (with --images).")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over flips (and 90-degree turns when square).")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    cache: Annotated[Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")] = None,
+) -> None:
+    """Score a bundle: metrics with lesion-bootstrap CIs, calibration, operating point, subgroups, report."""
+    from dermxai.evaluation.evaluate import evaluate, from_labels, from_split
+
+    if labels is not None and data is None and split is None:
+        eval_set = from_labels(labels, images)
+    elif data is not None and split is not None and labels is None:
+        eval_set = from_split(data, split, subset, images)
+    else:
+        raise ValueError("give either --data DIR --split SPLIT.csv [--subset test] or --images DIR --labels CSV")
+    if bootstrap < 1:
+        raise ValueError(f"--bootstrap must be at least 1, not {bootstrap}")
+    metrics = evaluate(model, eval_set, out, tta=tta, n_bootstrap=bootstrap, seed=seed, batch_size=batch_size,
+                       cache_dir=cache, command=_command_line(ctx))
+    from dermxai.evaluation.report import with_ci
+
+    console.print(f"{metrics['n']} images: accuracy {with_ci(metrics, 'accuracy')}, balanced accuracy "
+                  f"{with_ci(metrics, 'balanced_accuracy')}, macro AUC {with_ci(metrics, 'macro_auc')}, "
+                  f"ECE {with_ci(metrics, 'ece')} -> {out}/report.md")
+
+
+@app.command("calibrate")
+@clear_errors
+def calibrate_command(
+    model: Annotated[Path, typer.Option("--model", help="Model bundle folder (its config.json is updated).")],
+    data: DataOption,
+    split: Annotated[Path, typer.Option("--split", help="Split CSV; only its val subset is used.")],
+    images: ImagesOption = None,
+    target_sensitivity: Annotated[float, typer.Option(help="Malignant sensitivity the threshold must reach on val.")] = 0.90,
+    batch_size: int = 64,
+    cache: Annotated[Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")] = None,
+) -> None:
+    """Fit temperature scaling and the malignant threshold on validation; store them in the bundle."""
+    from dermxai.evaluation.calibration import calibrate_bundle
+
+    config = calibrate_bundle(model, data, split, target_sensitivity, images=images, cache_dir=cache,
+                              batch_size=batch_size)
+    c = config["calibration"]
+    console.print(f"temperature {config['temperature']:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
+                  f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}); malignant threshold "
+                  f"{config['thresholds']['malignant']:.3f} (val sensitivity {c['val_sensitivity']:.3f}, "
+                  f"specificity {c['val_specificity']:.3f}) -> {model}/config.json")
+
+
+@app.command("compare")
+@clear_errors
+def compare_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (with metrics.json and/or bundle/).")],
+    out: Annotated[Path, typer.Option("--out", help="Markdown table to write.")],
+) -> None:
+    """One table of several evaluated models: the source study's columns plus CIs, calibration, provenance."""
+    from dermxai.evaluation.compare import compare_table
+
+    text = compare_table(run_dirs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    console.print(text, markup=False, highlight=False)
+
+
+@app.command("leak")
+@clear_errors
+def leak_command(
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for both runs, their evaluations and leak.md.")],
+    arch: str = "efficientnet_lite0",
+    weights: str = "imagenet",
+    height: int = 75,
+    width: int = 100,
+    epochs: int = 2,
+    batch_size: int = 64,
+    seed: int = 0,
+    limit_train_batches: Annotated[float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")] = 1.0,
+    image_split: Annotated[Path | None, typer.Option(help="Existing image-level split (default: made with --seed).")] = None,
+    lesion_split: Annotated[Path | None, typer.Option(help="Existing lesion-grouped split (default: made with --seed).")] = None,
+    bootstrap: int = 1000,
+    accelerator: str = "auto",
+    progress: bool = True,
+) -> None:
+    """Train one recipe on a random image split and on the lesion-grouped split; show the gap (leak.md)."""
+    from dermxai.evaluation.leak import LEAK_RECIPE, run_leak
+    from dermxai.models.pretrained import PretrainedWeightsUnavailable
+    from dermxai.training.config import TrainConfig
+
+    config = TrainConfig.from_dict({**LEAK_RECIPE, "arch": arch, "weights": weights, "height": height, "width": width,
+                                    "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                                    "limit_train_batches": int(limit_train_batches) if limit_train_batches > 1
+                                    else limit_train_batches})
+    try:
+        run_leak(data, out, config, splits={"image": image_split, "lesion": lesion_split}, n_bootstrap=bootstrap,
+                 accelerator=accelerator, progress=progress)
+    except PretrainedWeightsUnavailable as error:
+        raise ValueError(str(error)) from None
+    console.print((out / "leak.md").read_text(), markup=False, highlight=False)
+
+
+from dermxai.app import commands as front_ends  # noqa: E402  (predict, abstention, app, serve)
+
+app.command("predict")(clear_errors(front_ends.predict_command))
+app.command("abstention")(clear_errors(front_ends.abstention_command))
+app.command("app")(clear_errors(front_ends.app_command))
+app.command("serve")(clear_errors(front_ends.serve_command))
 
 
 @app.command("export")

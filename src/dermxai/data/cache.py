@@ -13,10 +13,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMAT_VERSION = 1
 
@@ -45,15 +48,19 @@ def fingerprint(paths: list[str], image_ids: list[str], size: tuple[int, int]) -
 
 
 def load_resized(path: str, size: tuple[int, int]) -> np.ndarray:
-    """Decode an image as RGB and resize it to cover ``size`` (h, w), centre-cropping the excess."""
-    height, width = size
+    """Decode an image file as RGB and resize it to cover ``size`` (h, w), centre-cropping the excess."""
     with Image.open(path) as image:
-        image = image.convert("RGB")
-        scale = max(height / image.height, width / image.width)
-        resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                               Image.BILINEAR)
+        return resize_cover(image.convert("RGB"), size)
+
+
+def resize_cover(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB image to cover ``size`` (h, w), centre-crop the excess: the training preprocessing."""
+    height, width = size
+    scale = max(height / image.height, width / image.width)
+    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
+                           Image.BILINEAR)
     left, top = (resized.width - width) // 2, (resized.height - height) // 2
-    return np.asarray(resized.crop((left, top, left + width, top + height)))
+    return np.array(resized.crop((left, top, left + width, top + height)))
 
 
 def build_cache(table: pd.DataFrame, cache_dir: str | Path, size: tuple[int, int], workers: int = 4) -> ImageCache:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermxai.data.errors import DatasetError
 from dermxai.data.labels import CLASSES
 
 COLUMNS = ["image_id", "path", "dx", "lesion_id", "dx_type", "age", "sex", "localization", "mask_path"]
@@ -20,10 +21,6 @@ MASK_SUFFIX = "_segmentation"
 HAM_METADATA = "HAM10000_metadata.csv"
 ISIC_LABEL_COLUMNS = {c.upper(): c for c in CLASSES}
 SHOW = 5  # offending rows quoted in an error
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be read as given; the message says which file and rows."""
 
 
 def load_dataset(source: str | Path, images: str | Path | None = None) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from dermxai.machine import describe_machine
 from dermxai.data import load_dataset
 from dermxai.data.labels import CLASSES
 from dermxai.data.splits import read_split
@@ -124,7 +125,7 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
         "train_time_s": round(float(run_metrics(out)["time/epoch_s"].sum()), 1), "recipe": config.to_dict(),
         "dataset_fingerprint": datamodule.cache.fingerprint,
         "split_fingerprint": hashlib.sha256(Path(split_path).read_bytes()).hexdigest()[:16],
-        "versions": {"torch": torch.__version__, "lightning": L.__version__},
+        "hardware": describe_machine(), "versions": {"torch": torch.__version__, "lightning": L.__version__},
     }
     return save_bundle(out / "bundle", module.model, bundle_config)
 

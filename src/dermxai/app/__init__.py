@@ -1,0 +1,1 @@
+"""User-facing front ends: the Streamlit app and the HTTP API, both on one Predictor."""

@@ -1,0 +1,136 @@
+"""The HTTP API (FastAPI): ``POST /predict``, ``POST /explain``, ``GET /health``, ``GET /models``.
+
+The model is loaded once, by ``create_app``, and shared by all requests; the Predictor serialises model use
+under its lock (CAM hooks are not thread-safe), and the endpoints run it in the thread pool so the event
+loop keeps accepting uploads. Uploads are limited in bytes while they are received, before any parsing.
+Errors are JSON ``{"detail": message, "reason": code}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dermxai import __version__
+from dermxai.explain.cams import METHODS
+from dermxai.inference.bundles import default_bundle
+from dermxai.inference.inputs import MAX_BYTES, InvalidImage
+from dermxai.inference.predictor import Predictor
+
+STATUS = {"empty": 400, "corrupt": 400, "not_an_image": 415, "unsupported_format": 415,
+          "too_many_bytes": 413, "too_many_pixels": 413}
+"""HTTP status of each InvalidImage reason."""
+ImageFile = Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, GIF, BMP or TIFF).")]
+Method = Annotated[str, Query(description=f"CAM method, one of {', '.join(METHODS)}.")]
+TargetClass = Annotated[str | None, Query(description="Class to explain (default: the top class).")]
+Opacity = Annotated[float, Query(ge=0, le=1, description="Heatmap opacity.")]
+MULTIPART_OVERHEAD = 64 * 1024
+CHUNK = 1024 * 1024
+
+
+class TooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The upload is larger than the limit of {limit / 1024 / 1024:.1f} MiB.")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 as soon as a request body exceeds ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.limit:
+            response = JSONResponse({"detail": TooLarge(self.limit).detail, "reason": "too_many_bytes"}, 413)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise TooLarge(self.limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The uploaded file's bytes, read in chunks; 413 as soon as they exceed ``limit``."""
+    parts, size = [], 0
+    while chunk := await upload.read(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise InvalidImage(f"The file is larger than the limit of {limit / 1024 / 1024:.1f} MiB.",
+                               "too_many_bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) -> FastAPI:
+    """The API serving one bundle (default: ``$DERMXAI_MODEL`` or ``models/default``), loaded now."""
+    predictor = Predictor(model_dir or default_bundle(), max_bytes=max_bytes)
+    api = FastAPI(title="dermxai", version=__version__,
+                  description="Skin-lesion classification (HAM10000 classes) with calibrated probabilities and "
+                              "Grad-CAM heatmaps. A research and teaching tool, not a medical device.")
+    api.state.predictor = predictor
+    api.add_middleware(BodyLimit, limit=max_bytes + MULTIPART_OVERHEAD)
+
+    @api.exception_handler(InvalidImage)
+    async def invalid_image(request: Request, error: InvalidImage) -> JSONResponse:
+        return JSONResponse({"detail": str(error), "reason": error.reason}, STATUS.get(error.reason, 400))
+
+    @api.exception_handler(TooLarge)
+    async def too_large(request: Request, error: TooLarge) -> JSONResponse:
+        return JSONResponse({"detail": error.detail, "reason": "too_many_bytes"}, 413)
+
+    @api.get("/health")
+    def health() -> dict:
+        """Liveness and the model being served."""
+        return {"status": "ok", "model_id": predictor.model_id}
+
+    @api.get("/models")
+    def models() -> list[dict]:
+        """The served model: id, architecture, classes, input size, calibration and abstention settings."""
+        c = predictor.config
+        return [{"model_id": predictor.model_id, "arch": c["arch"], "classes": predictor.classes,
+                 "input_size": {"height": c["height"], "width": c["width"]}, "temperature": predictor.temperature,
+                 "thresholds": c.get("thresholds") or {}, "abstain": predictor.abstain_params,
+                 "val_bacc": c.get("val_bacc"), "cam_methods": list(METHODS)}]
+
+    @api.post("/predict")
+    async def predict(file: ImageFile) -> dict:
+        """Calibrated probabilities, top class, malignant score (akiec+bcc+mel) and the abstention decision."""
+        data = await read_upload(file, max_bytes)
+        return (await run_in_threadpool(predictor.predict, data)).to_dict()
+
+    @api.post("/explain", response_class=Response,
+              responses={200: {"content": {"image/png": {}}, "description": "The heatmap over the image (PNG)."}})
+    async def explain(file: ImageFile, method: Method = "gradcam", target_class: TargetClass = None,
+                      opacity: Opacity = 0.45) -> Response:
+        """The CAM overlay as a PNG; the prediction is in the X-Dermxai-* headers."""
+        if method not in METHODS:
+            raise HTTPException(400, f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        if target_class is not None and target_class not in predictor.classes:
+            raise HTTPException(400, f"unknown class {target_class!r}: use one of {', '.join(predictor.classes)}")
+        data = await read_upload(file, max_bytes)
+        explanation = await run_in_threadpool(predictor.explain, data, method, target_class)
+        buffer = io.BytesIO()
+        explanation.overlay(opacity).save(buffer, format="PNG")
+        p = explanation.prediction
+        headers = {"X-Dermxai-Top-Class": p.top_class, "X-Dermxai-Confidence": f"{p.confidence:.4f}",
+                   "X-Dermxai-Target-Class": explanation.target_class, "X-Dermxai-Model-Id": p.model_id,
+                   "X-Dermxai-Abstain": str(p.abstain).lower()}
+        return Response(buffer.getvalue(), media_type="image/png", headers=headers)
+
+    return api

@@ -1,0 +1,140 @@
+"""CLI commands of the front ends: ``predict``, ``abstention``, ``app`` and ``serve`` (registered in cli.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+ModelOption = Annotated[Path | None,
+                        typer.Option("--model", help="Model bundle (default: $DERMXAI_MODEL or models/default).")]
+CertOption = Annotated[Path | None, typer.Option("--ssl-cert", help="TLS certificate (PEM) to serve HTTPS.")]
+KeyOption = Annotated[Path | None, typer.Option("--ssl-key", help="TLS private key (PEM) to serve HTTPS.")]
+APP_SCRIPT = Path(__file__).with_name("streamlit_app.py")
+
+
+def _bundle(model: Path | None) -> Path:
+    from dermxai.inference.bundles import default_bundle
+
+    return model if model is not None else default_bundle()
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        raise ValueError("HTTPS needs both --ssl-cert and --ssl-key")
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path}: no such file")
+
+
+def predict_command(
+    images: Annotated[list[Path], typer.Argument(help="Image files (format read from the content).")],
+    model: ModelOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, one object per image.")] = False,
+) -> None:
+    """Classify images with calibrated probabilities, the malignant score and the abstention decision."""
+    from dermxai.inference.inputs import InvalidImage
+    from dermxai.inference.predictor import Predictor
+
+    predictor = Predictor(_bundle(model))
+    results = []
+    for path in images:
+        try:
+            results.append((path, predictor.predict(path.read_bytes())))
+        except InvalidImage as error:
+            raise ValueError(f"{path}: {error}") from None
+    if as_json:
+        print(json.dumps([{"image": str(path), **p.to_dict()} for path, p in results], indent=2))
+        return
+    table = Table(title=f"model {predictor.model_id} (temperature {predictor.temperature:g})")
+    for column in ("image", "top class", "probability", "malignant score", "abstain"):
+        table.add_column(column, justify="right" if column in ("probability", "malignant score") else "left")
+    for path, p in results:
+        flag = "no threshold" if p.malignant_flag is None else ("FLAGGED" if p.malignant_flag else "below threshold")
+        table.add_row(str(path), p.top_class, f"{p.confidence:.1%}", f"{p.malignant_score:.1%} ({flag})",
+                      "; ".join(p.abstain_reasons) if p.abstain else "no")
+    console.print(table)
+    console.print("Research and teaching tool, not a medical device.", style="dim")
+
+
+def abstention_command(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder (HAM10000 layout) or label CSV.")],
+    split: Annotated[Path, typer.Option("--split", help="Split CSV; thresholds are fitted on its val images.")],
+    model: ModelOption = None,
+    target: Annotated[float, typer.Option(help="Share of validation images to accept.")] = 0.95,
+    per_kind: Annotated[int, typer.Option(help="Synthetic non-dermoscopic images per kind.")] = 16,
+    write: Annotated[bool, typer.Option("--write", help="Store the thresholds in the bundle's config.json.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Fit the abstention thresholds on val; report abstention rates on val, test and non-dermoscopic images."""
+    from dermxai.inference.abstention import abstention_report
+    from dermxai.inference.predictor import Predictor
+
+    folder = _bundle(model)
+    report = abstention_report(Predictor(folder), data, split, target, per_kind)
+    if write:
+        config_path = folder / "config.json"
+        config = json.loads(config_path.read_text())
+        config["abstain"] = report["abstain"]
+        config_path.write_text(json.dumps(config, indent=2))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    params = report["abstain"]
+    table = Table(title=f"Abstention of {folder} (min confidence {params['min_confidence']:.3f}, "
+                        f"max energy {params['max_energy']:.3f}, fitted on {params['n_val']} val images)")
+    for column in ("images", "n", "abstained"):
+        table.add_column(column, justify="left" if column == "images" else "right")
+    for name, row in report["rates"].items():
+        table.add_row(name, str(row["n"]), f"{row['abstain_rate']:.1%}")
+    console.print(table)
+    if write:
+        console.print(f"thresholds written to {folder / 'config.json'} (config['abstain'])")
+
+
+def app_command(
+    model: Annotated[list[Path] | None, typer.Option("--model", help="Extra bundle(s) to offer (repeatable).")] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
+    address: Annotated[str | None,
+                       typer.Option(help="Address to bind (default: all; 127.0.0.1: this machine only).")] = None,
+    ssl_cert: CertOption = None,
+    ssl_key: KeyOption = None,
+) -> None:
+    """Start the Streamlit app (upload, phone camera, examples -> probabilities, heatmap, advice)."""
+    from dermxai.inference.inputs import MAX_BYTES
+
+    _check_tls(ssl_cert, ssl_key)
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(port),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.maxUploadSize", str(MAX_BYTES // (1024 * 1024))]  # MiB, as the Predictor's limit
+    if address:
+        command += ["--server.address", address]
+    if ssl_cert:
+        command += ["--server.sslCertFile", str(ssl_cert), "--server.sslKeyFile", str(ssl_key)]
+    command += ["--"] + [arg for folder in model or [] for arg in ("--model", str(folder))]
+    raise typer.Exit(subprocess.call(command))
+
+
+def serve_command(
+    model: ModelOption = None,
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0: all interfaces).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_mib: Annotated[float, typer.Option(help="Upload size limit in MiB.")] = 20.0,
+    ssl_cert: CertOption = None,
+    ssl_key: KeyOption = None,
+) -> None:
+    """Serve the HTTP API (POST /predict, POST /explain, GET /health, GET /models; docs at /docs)."""
+    import uvicorn
+
+    from dermxai.app.api import create_app
+
+    _check_tls(ssl_cert, ssl_key)
+    api = create_app(model, max_bytes=int(max_mib * 1024 * 1024))
+    uvicorn.run(api, host=host, port=port, ssl_certfile=ssl_cert, ssl_keyfile=ssl_key)

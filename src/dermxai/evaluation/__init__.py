@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap CIs, calibration, reports, comparison tables, the leak experiment."""

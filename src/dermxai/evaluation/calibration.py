@@ -1,0 +1,140 @@
+"""Calibration on the validation split: temperature scaling and the malignant threshold, stored in the bundle.
+
+``calibrate_bundle`` computes validation logits once and runs each step of :data:`CALIBRATION_STEPS` on them
+in order; a step returns the config keys it sets (and may record figures under ``config["calibration"]``).
+Other parts of dermxai add their own step (e.g. the app's abstention parameters) by appending to that list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from dermxai.data.labels import CLASSES
+from dermxai.evaluation.metrics import (expected_calibration_error, malignant_scores, malignant_truth,
+                                        negative_log_likelihood, operating_point)
+from dermxai.probabilities import softmax
+
+DEFAULT_TARGET_SENSITIVITY = 0.90
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature T > 0 minimising the NLL of softmax(logits / T) (LBFGS on log T)."""
+    z = torch.tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.tensor(np.asarray(labels), dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return float(log_t.exp().item())
+
+
+def malignant_threshold(probs: np.ndarray, labels: np.ndarray, target: float = DEFAULT_TARGET_SENSITIVITY,
+                        classes: Sequence[str] = CLASSES) -> float:
+    """The highest threshold on the malignant score whose sensitivity on these data is >= ``target``."""
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], not {target}")
+    truth = malignant_truth(np.asarray(labels), list(classes))
+    if not truth.any():
+        raise ValueError("no malignant (akiec, bcc, mel) images to choose a malignant threshold on")
+    scores = np.sort(malignant_scores(np.asarray(probs), list(classes))[truth])[::-1]
+    return float(scores[math.ceil(target * len(scores) - 1e-9) - 1])
+
+
+@dataclass
+class ValidationSet:
+    """What every calibration step sees: validation logits (uncalibrated), labels, ids, and the options."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    image_ids: list[str]
+    classes: list[str]
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
+
+
+CalibrationStep = Callable[[ValidationSet, dict], dict]
+
+
+def temperature_step(val: ValidationSet, config: dict) -> dict:
+    """Fit the temperature; record validation ECE and NLL before and after."""
+    before = softmax(val.logits)
+    temperature = fit_temperature(val.logits, val.labels)
+    after = softmax(val.logits, temperature)
+    record = {"ece_before": expected_calibration_error(val.labels, before),
+              "ece_after": expected_calibration_error(val.labels, after),
+              "nll_before": negative_log_likelihood(val.labels, before),
+              "nll_after": negative_log_likelihood(val.labels, after)}
+    return {"temperature": temperature, "calibration": {**config.get("calibration", {}), **record}}
+
+
+def threshold_step(val: ValidationSet, config: dict) -> dict:
+    """Choose the malignant threshold on calibrated probabilities for the target sensitivity."""
+    probs = softmax(val.logits, config.get("temperature", 1.0))
+    threshold = malignant_threshold(probs, val.labels, val.target_sensitivity, val.classes)
+    point = operating_point(val.labels, probs, val.classes, threshold)
+    record = {"target_sensitivity": val.target_sensitivity, "val_sensitivity": point["sensitivity"],
+              "val_specificity": point["specificity"]}
+    return {"thresholds": {**config.get("thresholds", {}), "malignant": threshold},
+            "calibration": {**config.get("calibration", {}), **record}}
+
+
+def abstention_step(val: ValidationSet, config: dict) -> dict:
+    """The app's abstention thresholds (``dermxai.inference.ood``), accepting 95% of validation images."""
+    from dermxai.inference.ood import fit_abstention
+
+    return {"abstain": fit_abstention(val.logits, config.get("temperature", 1.0))}
+
+
+CALIBRATION_STEPS: list[CalibrationStep] = [temperature_step, threshold_step, abstention_step]
+"""Run in order by :func:`calibrate_config`; append a step to fit more parameters on the same logits."""
+
+
+def calibrate_config(val: ValidationSet, config: dict, steps: Sequence[CalibrationStep] | None = None) -> dict:
+    """A copy of ``config`` with every step's keys applied in turn (each step sees the previous ones)."""
+    updated = {**config, "calibration": {"n_val": len(val.labels)}}
+    for step in CALIBRATION_STEPS if steps is None else steps:
+        updated.update(step(val, updated))
+    return updated
+
+
+def write_config(bundle: Path, config: dict) -> None:
+    """Replace ``bundle/config.json`` atomically (write a temporary file, then rename)."""
+    partial = Path(bundle) / f"config.json.{os.getpid()}.partial"
+    partial.write_text(json.dumps(config, indent=2, default=str))
+    os.replace(partial, Path(bundle) / "config.json")
+
+
+def calibrate_bundle(bundle: Path, data: Path, split: Path, target: float = DEFAULT_TARGET_SENSITIVITY, *,
+                     images: Path | None = None, cache_dir: Path | None = None, batch_size: int = 64,
+                     steps: Sequence[CalibrationStep] | None = None) -> dict:
+    """Fit every calibration step on the ``val`` subset of ``split`` and rewrite the bundle's config.json."""
+    from dermxai.evaluation.evaluate import from_split
+    from dermxai.evaluation.predict import load_images, predict_logits
+    from dermxai.models.bundle import load_bundle
+
+    if not 0 < target <= 1:
+        raise ValueError(f"--target-sensitivity must be in (0, 1], not {target}")
+    model, config = load_bundle(bundle)
+    val_set = from_split(data, split, "val", images)
+    classes = list(config["classes"])
+    pixels = load_images(val_set.table, (config["height"], config["width"]), cache_dir, val_set.full_table)
+    val = ValidationSet(predict_logits(model, config, pixels, batch_size=batch_size),
+                        val_set.table["dx"].map(classes.index).to_numpy(), val_set.table["image_id"].tolist(),
+                        classes, target)
+    updated = calibrate_config(val, config, steps)
+    updated["calibration"]["split"] = str(split)
+    write_config(Path(bundle), updated)
+    return updated

@@ -1,0 +1,63 @@
+"""Batched inference with a bundle's own preprocessing, optionally with test-time augmentation (TTA).
+
+TTA averages the probabilities over the symmetries of the input rectangle: the 8 flips and 90-degree
+rotations (dihedral group) for a square input; for a non-square input only the 4 that keep its shape
+(identity, horizontal flip, vertical flip, 180-degree rotation), because a 90-degree turn would change the
+aspect ratio and need a resize the model never saw in training.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dermxai.data.cache import build_cache, load_resized
+from dermxai.inference.preprocess import to_batch
+
+
+def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The shape-preserving flips/rotations of an NCHW batch (8 when square, 4 otherwise)."""
+    views = [batch, batch.flip(3), batch.flip(2), batch.flip(2, 3)]
+    if batch.shape[2] == batch.shape[3]:
+        turned = batch.rot90(1, (2, 3))
+        views += [turned, turned.flip(3), turned.flip(2), turned.flip(2, 3)]
+    return views
+
+
+def predict_logits(model: nn.Module, config: dict, images_uint8_nhwc: np.ndarray, tta: bool = False,
+                   batch_size: int = 64) -> np.ndarray:
+    """Logits (N, C) for uint8 NHWC images at the bundle's height x width.
+
+    With ``tta`` the result is log(mean of softmax over the views): softmax of it gives the averaged
+    probabilities, and dividing it by the bundle temperature applies calibration as for plain logits.
+    """
+    if len(images_uint8_nhwc) == 0:
+        return np.zeros((0, len(config["classes"])), dtype=np.float32)
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images_uint8_nhwc), batch_size):
+            batch = to_batch(images_uint8_nhwc[start : start + batch_size], config).to(device)
+            if tta:
+                probs = torch.stack([model(v).float().softmax(1) for v in tta_views(batch)]).mean(0)
+                out.append(probs.clamp_min(1e-12).log().cpu())
+            else:
+                out.append(model(batch).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def load_images(table: pd.DataFrame, size: tuple[int, int], cache_dir: Path | None = None,
+                full_table: pd.DataFrame | None = None, workers: int = 4) -> np.ndarray:
+    """uint8 NHWC images of ``table`` resized as in training; from a cache of ``full_table`` when given."""
+    if cache_dir is not None:
+        cache = build_cache(full_table if full_table is not None else table, cache_dir, size)
+        return np.asarray(cache.images[cache.rows(table["image_id"].tolist())])
+    with ThreadPoolExecutor(workers) as pool:
+        images = list(pool.map(lambda p: load_resized(p, size), table["path"].tolist()))
+    return np.stack(images) if images else np.zeros((0, *size, 3), dtype=np.uint8)

@@ -1,0 +1,105 @@
+"""Educational advice, kept as data: what each class is, what a result means, what to do next.
+
+The wording never states a diagnosis: it describes what the model's output resembles and points to a
+dermatologist, sooner for the three classes that are skin cancers or precancers (akiec, bcc, mel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DISCLAIMER = (
+    "dermxai is a research and teaching tool, not a medical device. It cannot diagnose skin cancer and "
+    "must not be used to decide whether to see a doctor: if a spot worries you, changes, bleeds or itches, "
+    "see a dermatologist whatever this tool shows. It was trained on dermoscopic images (taken through a "
+    "dermatoscope); ordinary phone photos look different and make its output less reliable."
+)
+ATTRIBUTION = (
+    "Trained on HAM10000 (Tschandl P., Rosendahl C., Kittler H. The HAM10000 dataset, a large collection of "
+    "multi-source dermatoscopic images of common pigmented skin lesions. Sci. Data 5, 180161 (2018)), "
+    "licensed CC BY-NC 4.0: non-commercial use only, with attribution."
+)
+
+
+@dataclass(frozen=True)
+class ClassAdvice:
+    """What a class is and what to do when the model's output resembles it."""
+
+    name: str
+    about: str
+    advice: str
+
+
+SEE_SOON = "Show this spot to a dermatologist soon (within a few weeks); do not wait for it to change."
+CHECK_IF_CHANGING = ("Usually harmless; have it checked by a doctor if it grows, changes shape or colour, "
+                     "bleeds, itches or looks different from your other spots.")
+
+CLASSES: dict[str, ClassAdvice] = {
+    "akiec": ClassAdvice(
+        "Actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
+        "Rough, scaly patches from long sun exposure. Actinic keratoses are precancers; Bowen's disease is a "
+        "skin cancer confined to the top layer of the skin. Both are treatable, usually simply.",
+        SEE_SOON),
+    "bcc": ClassAdvice(
+        "Basal cell carcinoma",
+        "The most common skin cancer. It grows slowly and rarely spreads, but keeps growing into nearby "
+        "tissue if left alone, so it is treated, usually by a small operation.",
+        SEE_SOON),
+    "bkl": ClassAdvice(
+        "Benign keratosis-like lesion",
+        "Seborrhoeic keratoses, solar lentigines (sun spots) and lichen planus-like keratoses: common, "
+        "harmless growths. Some look like melanoma, even to specialists.",
+        CHECK_IF_CHANGING),
+    "df": ClassAdvice(
+        "Dermatofibroma",
+        "A small, firm, harmless bump in the skin, often on the legs, sometimes after an insect bite.",
+        CHECK_IF_CHANGING),
+    "mel": ClassAdvice(
+        "Melanoma",
+        "A skin cancer of pigment cells. Found early it is usually cured by a small operation; found late it "
+        "can spread, which is why a suspicious spot should be examined soon.",
+        SEE_SOON),
+    "nv": ClassAdvice(
+        "Melanocytic nevus (mole)",
+        "An ordinary mole: harmless, and by far the most common class in the training data. Watch moles "
+        "with the ABCDE rule: Asymmetry, irregular Border, several Colours, Diameter over 6 mm, Evolving.",
+        CHECK_IF_CHANGING),
+    "vasc": ClassAdvice(
+        "Vascular lesion",
+        "Cherry angiomas, angiokeratomas, pyogenic granulomas and small bleeds in the skin: made of blood "
+        "vessels and usually harmless. A spot that bleeds easily or grows fast should still be checked.",
+        CHECK_IF_CHANGING),
+}
+
+MALIGNANT_FLAGGED = (
+    "The combined score of the three skin-cancer classes (melanoma, basal cell carcinoma, actinic keratosis / "
+    "intraepithelial carcinoma) is {score:.0%}, at or above this model's threshold of {threshold:.0%}, chosen "
+    "on validation images. This is not a diagnosis, but it is a reason to show this spot to a dermatologist "
+    "soon (within a few weeks)."
+)
+MALIGNANT_BELOW = (
+    "The combined score of the three skin-cancer classes is {score:.0%}, below this model's threshold of "
+    "{threshold:.0%}. That does not rule out skin cancer: the model misses some. Have the spot checked if it "
+    "grows, changes shape or colour, bleeds or itches."
+)
+MALIGNANT_NO_THRESHOLD = (
+    "The combined score of the three skin-cancer classes is {score:.0%}. There is no threshold for this model "
+    "(none was chosen on validation images), so the score is not turned into a yes/no flag."
+)
+ABSTAIN = (
+    "The model withholds its answer: {reasons}. Do not read anything into the probabilities below. A "
+    "sharp, well-lit dermoscopic image of one lesion works best; a doctor can look at it directly."
+)
+
+
+def malignant_advice(score: float, threshold: float | None) -> str:
+    """The sentence about the malignant score; says "no threshold" rather than inventing one."""
+    if threshold is None:
+        return MALIGNANT_NO_THRESHOLD.format(score=score)
+    template = MALIGNANT_FLAGGED if score >= threshold else MALIGNANT_BELOW
+    return template.format(score=score, threshold=threshold)
+
+
+def abstain_advice(reasons: list[str]) -> str:
+    """The sentence shown instead of a result when the model abstains."""
+    return ABSTAIN.format(reasons="; ".join(reasons))

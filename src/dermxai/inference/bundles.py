@@ -1,0 +1,41 @@
+"""Where models live: the embedded default bundle (``models/default``), overridable by ``$DERMXAI_MODEL``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV = "DERMXAI_MODEL"
+MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+"""The repository's ``models/`` folder (src/dermxai/inference/ -> repo root)."""
+
+
+def is_bundle(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def default_bundle() -> Path:
+    """``$DERMXAI_MODEL`` when set, else the repository's ``models/default``."""
+    folder = Path(os.environ[ENV]) if os.environ.get(ENV) else MODELS_DIR / "default"
+    if not is_bundle(folder):
+        source = f"${ENV}" if os.environ.get(ENV) else "the default model"
+        raise FileNotFoundError(f"{source} {folder} is not a model bundle (needs config.json and "
+                                f"model.safetensors); pass --model BUNDLE or set {ENV}")
+    return folder
+
+
+def installed_bundles(extra: list[Path] | None = None) -> dict[str, Path]:
+    """Bundles to choose from, by display name: the default, every bundle under ``models/``, and ``extra``."""
+    found: dict[str, Path] = {}
+    candidates = list(extra or [])
+    try:
+        candidates.insert(0, default_bundle())
+    except FileNotFoundError:
+        pass
+    if MODELS_DIR.is_dir():
+        candidates += sorted(p for p in MODELS_DIR.iterdir() if p.is_dir())
+    for folder in candidates:
+        if is_bundle(folder) and folder.resolve() not in {p.resolve() for p in found.values()}:
+            name = folder.name if folder.name not in found else str(folder)
+            found[name] = folder
+    return found

@@ -1,0 +1,142 @@
+"""The HTTP API: answers, JSON errors with 4xx codes, upload limits, and concurrent requests on a real server."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from dermxai.app.api import create_app
+from dermxai.inference.bundles import MODELS_DIR
+from test_inference import png_bomb
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.jpg"))
+LIMIT = 200_000
+
+
+@pytest.fixture(scope="module")
+def api():
+    return create_app(MODELS_DIR / "default", max_bytes=LIMIT)
+
+
+@pytest.fixture(scope="module")
+def client(api):
+    with TestClient(api) as client:
+        yield client
+
+
+def upload(data: bytes, name: str = "image.jpg") -> dict:
+    return {"file": (name, data, "application/octet-stream")}
+
+
+def test_predict_returns_calibrated_probabilities(client, api):
+    response = client.post("/predict", files=upload(EXAMPLES[0].read_bytes()))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body["probabilities"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
+    assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-6)
+    assert body["top_class"] == max(body["probabilities"], key=body["probabilities"].get)
+    assert body["malignant"]["score"] == pytest.approx(sum(body["probabilities"][c] for c in ("akiec", "bcc", "mel")))
+    assert body["model_id"] == api.state.predictor.model_id and isinstance(body["abstain"], bool)
+
+
+def test_health_models_and_openapi(client, api):
+    assert client.get("/health").json() == {"status": "ok", "model_id": api.state.predictor.model_id}
+    (model,) = client.get("/models").json()
+    assert model["arch"] == api.state.predictor.config["arch"] and "gradcam" in model["cam_methods"]
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/explain", "/health", "/models"} <= set(schema["paths"])
+
+
+def test_explain_returns_a_png_overlay(client):
+    response = client.post("/explain?method=gradcam&opacity=0.6", files=upload(EXAMPLES[1].read_bytes()))
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    assert image.format == "PNG" and image.width == 480
+    assert response.headers["x-dermxai-target-class"] == response.headers["x-dermxai-top-class"]
+    bad = client.post("/explain?method=magic", files=upload(EXAMPLES[1].read_bytes()))
+    assert bad.status_code == 400 and "unknown method" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("data, status, reason", [
+    (b"%PDF-1.4 definitely not an image", 415, "not_an_image"),
+    (b"", 400, "empty"),
+    (EXAMPLES[0].read_bytes()[:300], 400, "corrupt"),
+    (png_bomb(30_000, 30_000), 413, "too_many_pixels"),
+])
+def test_bad_uploads_get_json_4xx_errors(client, data, status, reason):
+    response = client.post("/predict", files=upload(data))
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["reason"] == reason and response.json()["detail"]
+
+
+def test_oversized_uploads_are_refused_with_413(client):
+    big = b"\xff\xd8" + b"\x00" * (LIMIT + 10)  # just over the file limit: caught while reading the upload
+    response = client.post("/predict", files=upload(big))
+    assert response.status_code == 413 and response.json()["reason"] == "too_many_bytes"
+    huge = b"\x00" * (LIMIT * 2)  # far over: refused by the body limit before parsing
+    response = client.post("/predict", files=upload(huge))
+    assert response.status_code == 413 and response.json()["reason"] == "too_many_bytes"
+
+    def stream():  # no Content-Length: counted while it arrives
+        boundary = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jpg\"\r\n\r\n"
+        yield b"" + boundary
+        for _ in range(LIMIT // 10_000 * 2):
+            yield b"\x00" * 10_000
+    response = client.post("/predict", content=stream(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 413 and response.json()["reason"] == "too_many_bytes"
+
+
+def test_missing_file_is_422(client):
+    assert client.post("/predict").status_code == 422
+    assert client.post("/predict", files={"other": ("a.jpg", b"123")}).status_code == 422
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_twenty_concurrent_requests_on_a_real_server(api, client):
+    expected = {path.name: client.post("/predict", files=upload(path.read_bytes())).json() for path in EXAMPLES}
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.config.port}"
+    # 20 requests at once, every fifth a CAM: its hooks must not leak into the predictions running beside it
+    jobs = [(EXAMPLES[n % len(EXAMPLES)], "/explain" if n % 5 == 0 else "/predict") for n in range(20)]
+
+    def ask(job: tuple[Path, str]) -> tuple[str, str, httpx.Response]:
+        path, endpoint = job
+        return path.name, endpoint, httpx.post(url + endpoint, files=upload(path.read_bytes(), path.name), timeout=300)
+
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(ask, jobs))
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert len(answers) == 20
+    for name, endpoint, response in answers:
+        assert response.status_code == 200
+        if endpoint == "/explain":
+            assert response.headers["x-dermxai-top-class"] == expected[name]["top_class"]
+            continue
+        body = response.json()
+        assert body["top_class"] == expected[name]["top_class"]
+        for c, p in expected[name]["probabilities"].items():
+            assert body["probabilities"][c] == pytest.approx(p, abs=1e-6)

@@ -1,0 +1,111 @@
+"""End to end: the real Streamlit app (``dermxai app``) driven in headless Chromium with Playwright.
+
+Needs /usr/bin/chromium (Debian ``chromium``; `.ci/run` installs it) and the ``playwright`` package; skipped
+with the reason otherwise. Screenshots go to artifacts/browser/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dermxai.inference.bundles import MODELS_DIR
+from dermxai.inference.predictor import Predictor
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "artifacts" / "browser"
+EXAMPLE = next((ROOT / "examples").glob("mel_*.jpg"))
+TIMEOUT_MS = 180_000  # the CPU may be shared: loading the model and the first CAM can take a while
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """``dermxai app`` (streamlit run) on a free port with the default model, until the tests end."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("DERMXAI_MODEL", None)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    log = open(SHOTS / "streamlit.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "dermxai.cli", "app", "--port", str(port), "--address",
+                               "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+        if server.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.returncode}; see {log.name}")
+    else:
+        server.kill()
+        pytest.fail(f"streamlit did not answer on {url} within 120 s; see {log.name}")
+    yield url
+    os.killpg(server.pid, 15)
+    server.wait(30)
+    log.close()
+
+
+def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app_url, tmp_path):
+    expected = Predictor(MODELS_DIR / "default").predict(EXAMPLE.read_bytes()).top_class
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_text("Not a medical device.").wait_for()
+    page.locator('input[type="file"]').set_input_files(str(EXAMPLE))
+
+    heading = page.get_by_role("heading", name="Most similar to")
+    heading.wait_for()
+    assert f"({expected})" in heading.inner_text()
+    page.get_by_text("Malignant score").wait_for()
+    chart = page.locator('[data-testid="stVegaLiteChart"]')
+    chart.wait_for()
+    assert chart.bounding_box()["height"] > 100
+    heatmap = page.locator('[data-testid="stImage"]').filter(has_text="gradcam heatmap")
+    heatmap.wait_for()
+    assert heatmap.locator("img").evaluate("img => img.complete && img.naturalWidth") >= 100
+    page.wait_for_timeout(1500)  # let the chart finish drawing for the screenshot
+    page.screenshot(path=str(SHOTS / "app.png"), full_page=True)
+
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(EXAMPLE.read_bytes()[:300])
+    page.locator('input[type="file"]').set_input_files(str(corrupt))
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for()
+    text = error.inner_text()
+    assert "Could not use corrupt.jpg" in text and "damaged or incomplete" in text and "Traceback" not in text
+    page.get_by_role("heading", name="Most similar to").wait_for(state="detached", timeout=30_000)  # no stale result
+    page.screenshot(path=str(SHOTS / "error.png"), full_page=True)
+
+    page.get_by_text("Example images").click()
+    page.get_by_role("button", name="bcc example").click()
+    page.get_by_role("heading", name="Most similar to").wait_for()
+    page.close()
