@@ -75,7 +75,7 @@ def main() -> None:
         print(f"| {method} | {spread(times)} | {medians[method] / medians['gradcam']:.2f}x |", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(shutil.copytree(args.model, Path(folder) / "bundle", ignore=shutil.ignore_patterns("*.onnx")))
-        onnx = OnnxBackend(export_onnx(copy).path)
+        onnx = OnnxBackend(export_onnx(copy).path, threads=torch.get_num_threads())  # same threads as PyTorch
         paths = app_paths(model, config, batch, onnx)
         results = {name: (path(), repeat(path, args.iterations, warmup=1)) for name, path in paths.items()}
     (base_probs, base_cam), base_times = next(iter(results.values()))
