@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/ham10000
+MODEL ?= models/default
 
 .PHONY: install demo app test bench clean
 
@@ -25,8 +26,12 @@ app: install  # the web app on the bundled default model (offline); then open ht
 test: install  # pytest's exit code 5 (no tests collected) counts as a failure
 	$(BIN)/python -m pytest; status=$$?; if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status
 
-bench: install
+bench: install  # every benchmark in quick mode, one after another; see benchmarks/RESULTS.md for full runs
 	$(BIN)/python benchmarks/bench_cache.py --data $(DATA)
+	$(BIN)/python benchmarks/bench_inference.py --quick
+	$(BIN)/python benchmarks/bench_cams.py --quick --model $(MODEL)
+	$(BIN)/python benchmarks/bench_api.py --quick --model $(MODEL)
+	$(BIN)/python benchmarks/bench_train.py --quick --data $(DATA)
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

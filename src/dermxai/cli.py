@@ -443,5 +443,21 @@ app.command("explain-compare", cls=explain_commands.ManyValues)(clear_errors(exp
 app.command("explain-score")(clear_errors(explain_commands.explain_score_command))
 
 
+@app.command("export")
+@clear_errors
+def export_command(
+    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX file to write (default: BUNDLE/model.onnx, used by serving).")] = None,
+    check_images: Annotated[Path | None, typer.Option("--check-images", help="Images for the parity check (default: the committed fixture).")] = None,
+    opset: int = 18,
+) -> None:
+    """Export a bundle to ONNX (dynamic batch) after checking ONNX Runtime matches PyTorch within 1e-4."""
+    from dermxai.export import export_onnx
+
+    report = export_onnx(model, onnx, check_images, opset)
+    console.print(f"{report.path}: parity on {report.checked_on}: max probability difference "
+                  f"{report.max_prob_diff:.1e} (max logit difference {report.max_logit_diff:.1e})")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,103 @@
+"""Export a bundle to ONNX (dynamic batch axis) and prove, at export time, that ONNX Runtime agrees with PyTorch.
+
+The parity check runs both on real images (the committed HAM10000 fixture by default) at batch size 1 and
+at the full batch, and compares calibrated probabilities, softmax(logits / temperature). A graph that
+disagrees by more than the tolerance is deleted and the export fails.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dermxai.data.cache import load_resized
+from dermxai.inference.onnx_backend import ONNX_NAME, WEIGHTS_KEY, OnnxBackend, weights_digest
+from dermxai.inference.preprocess import to_batch
+from dermxai.models.bundle import load_bundle
+
+FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "ham_mini"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+TOLERANCE = 1e-4
+OPSET = 18
+
+
+class ParityError(ValueError):
+    """ONNX Runtime and PyTorch disagree on the exported model."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What was exported and how closely ONNX Runtime matched PyTorch."""
+
+    path: Path
+    checked_on: str  # where the parity images came from
+    images: int
+    max_prob_diff: float
+    max_logit_diff: float
+
+
+def check_images(folder: Path | None, size: tuple[int, int], limit: int = 35) -> tuple[np.ndarray, str]:
+    """Up to ``limit`` images from ``folder`` (default: the committed fixture; random pixels when it is absent)."""
+    folder = folder or (FIXTURE if FIXTURE.is_dir() else None)
+    if folder is None:
+        pixels = np.random.default_rng(0).integers(0, 256, (8, *size, 3), dtype=np.uint8)
+        return pixels, "8 random-pixel images (no fixture folder found)"
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not paths:
+        raise ValueError(f"{folder}: no .jpg/.jpeg/.png images to check the export on")
+    return np.stack([load_resized(str(p), size) for p in paths]), f"{len(paths)} image(s) from {folder}"
+
+
+def probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Calibrated class probabilities, softmax(logits / T)."""
+    scaled = logits.astype(np.float64) / temperature
+    exp = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def export_onnx(bundle_dir: str | Path, out: str | Path | None = None, images: Path | None = None,
+                opset: int = OPSET, tolerance: float = TOLERANCE) -> ExportReport:
+    """Write ``out`` (default ``bundle_dir/model.onnx``) after a passing parity check; raise ``ParityError`` otherwise."""
+    bundle_dir = Path(bundle_dir)
+    model, config = load_bundle(bundle_dir)
+    out = Path(out) if out else bundle_dir / ONNX_NAME
+    if opset < 17:
+        raise ValueError(f"--opset {opset}: use 17 or later")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
+    size = (config["height"], config["width"])
+    example = torch.zeros(2, 3, *size)
+    program = torch.onnx.export(model, (example,), input_names=["image"], output_names=["logits"],
+                                opset_version=opset, dynamo=True, verbose=False,
+                                dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program.model.metadata_props.update({WEIGHTS_KEY: weights_digest(bundle_dir), "dermxai.arch": config["arch"],
+                                         "dermxai.input": f"float32 N x 3 x {size[0]} x {size[1]}, normalised"})
+    program.save(str(partial))
+    try:
+        report = _parity(model, config, partial, images, tolerance)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, out)
+    return ExportReport(out, *report)
+
+
+def _parity(model: torch.nn.Module, config: dict, path: Path, folder: Path | None,
+            tolerance: float) -> tuple[str, int, float, float]:
+    pixels, source = check_images(folder, (config["height"], config["width"]))
+    batch = to_batch(pixels, config).numpy()
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(batch)).numpy()
+    session = OnnxBackend(path)
+    got = np.concatenate([session.logits(batch[:1]), session.logits(batch[1:])]) if len(batch) > 1 else session.logits(batch)
+    temperature = float(config.get("temperature", 1.0))
+    prob_diff = float(np.abs(probabilities(got, temperature) - probabilities(expected, temperature)).max())
+    logit_diff = float(np.abs(got - expected).max())
+    if not prob_diff <= tolerance:  # also catches NaN
+        raise ParityError(f"ONNX Runtime and PyTorch disagree on {source}: max probability difference "
+                          f"{prob_diff:.2e} > {tolerance:.0e} (max logit difference {logit_diff:.2e}); nothing written")
+    return source, len(batch), prob_diff, logit_diff

@@ -1,0 +1,96 @@
+"""ONNX export: parity with PyTorch on the fixture, dynamic batch, backend choice, clear failures."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dermxai.cli import app
+from dermxai.export import ParityError, check_images, export_onnx, probabilities
+from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
+from dermxai.inference.preprocess import to_batch
+from dermxai.models.bundle import load_bundle, save_bundle
+from dermxai.models.registry import create_model
+
+runner = CliRunner()
+
+
+def tiny_bundle(folder):
+    torch.manual_seed(0)
+    model, arch = create_model("resnet18", weights="none")
+    config = {"arch": "resnet18", "classes": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], "height": 48,
+              "width": 64, "mean": list(arch.mean), "std": list(arch.std), "cam_layer": arch.cam_layer,
+              "temperature": 1.7, "thresholds": {}, "weights": "none", "seed": 0, "epochs_trained": 0,
+              "best_epoch": 0, "val_bacc": 0.0, "train_time_s": 0.0, "split_fingerprint": "test"}
+    return save_bundle(folder, model, config)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny bundle exported with the CLI into its own folder (model.onnx beside the weights)."""
+    bundle = tiny_bundle(tmp_path_factory.mktemp("export") / "bundle")
+    result = runner.invoke(app, ["export", "--model", str(bundle)])
+    assert result.exit_code == 0, result.output
+    assert "max probability difference" in result.output
+    return bundle
+
+
+def test_onnx_matches_pytorch_on_the_fixture_at_batch_1_and_3(exported, fixture_dir):
+    model, config = load_bundle(exported)
+    pixels, source = check_images(fixture_dir, (config["height"], config["width"]))
+    assert len(pixels) == 35 and "ham_mini" in source
+    batch = to_batch(pixels, config).numpy()
+    onnx = OnnxBackend(exported / "model.onnx", threads=1)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(batch)).numpy()
+    for size in (1, 3):
+        got = np.concatenate([onnx.logits(batch[i:i + size]) for i in range(0, size * (len(batch) // size), size)])
+        assert got.shape == (size * (len(batch) // size), 7)
+        difference = probabilities(got, 1.7) - probabilities(expected[: len(got)], 1.7)
+        assert np.abs(difference).max() < 1e-4
+    assert expected.std() > 0  # the check compares varied outputs, not constants
+
+
+def test_load_backend_prefers_onnx_and_falls_back_to_pytorch(exported, tmp_path):
+    backend = load_backend(exported, threads=1)
+    assert isinstance(backend, OnnxBackend)
+    plain = tmp_path / "plain"
+    shutil.copytree(exported, plain, ignore=shutil.ignore_patterns("*.onnx"))
+    fallback = load_backend(plain)
+    assert isinstance(fallback, TorchBackend)
+    batch = np.random.default_rng(1).standard_normal((2, 3, 48, 64)).astype(np.float32)
+    np.testing.assert_allclose(backend.logits(batch), fallback.logits(batch), atol=1e-4)
+    model, _ = load_bundle(exported)
+    chosen = load_backend(exported, prefer_onnx=False, model=model)
+    assert isinstance(chosen, TorchBackend) and chosen.model is model
+
+
+def test_a_stale_onnx_file_is_ignored(exported, tmp_path):
+    stale = tmp_path / "stale"
+    shutil.copytree(exported, stale)
+    model, config = load_bundle(stale)
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)
+    save_bundle(stale, model, config)  # new weights, old model.onnx
+    with pytest.warns(UserWarning, match="not exported from this bundle's weights"):
+        backend = load_backend(stale)
+    assert isinstance(backend, TorchBackend)
+
+
+def test_a_graph_that_disagrees_fails_the_export_and_writes_nothing(tmp_path, monkeypatch):
+    bundle = tiny_bundle(tmp_path / "bundle")
+    honest = OnnxBackend.logits
+    monkeypatch.setattr(OnnxBackend, "logits", lambda self, batch: honest(self, batch) + np.eye(7, dtype=np.float32)[0])
+    with pytest.raises(ParityError, match="disagree"):
+        export_onnx(bundle)
+    assert sorted(p.name for p in bundle.iterdir()) == ["MODEL_CARD.md", "config.json", "model.safetensors"]
+
+
+def test_missing_bundle_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["export", "--model", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "not a model bundle" in result.output
