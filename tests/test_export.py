@@ -94,3 +94,26 @@ def test_missing_bundle_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["export", "--model", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "not a model bundle" in result.output
+
+
+def test_predictor_predicts_on_onnx_and_matches_pytorch(exported, fixture_dir):
+    from dermxai.inference.predictor import Predictor
+
+    image = next((fixture_dir / "images").rglob("*.jpg")).read_bytes()
+    on_onnx, on_torch = Predictor(exported), Predictor(exported, prefer_onnx=False)
+    assert on_onnx.backend.name == "onnxruntime" and on_torch.backend.name == "pytorch"
+    a, b = on_onnx.predict(image), on_torch.predict(image)
+    assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in a.probabilities) < 1e-4
+    assert on_onnx.explain(image).cam.shape == (48, 64)  # the CAM loads the PyTorch model on demand
+
+
+def test_predict_path_does_not_import_torch(exported, fixture_dir):
+    import subprocess
+    import sys
+
+    image = next((fixture_dir / "images").rglob("*.jpg"))
+    code = ("import sys; from dermxai.inference.predictor import Predictor; "
+            f"p = Predictor({str(exported)!r}); p.predict(open({str(image)!r}, 'rb').read()); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

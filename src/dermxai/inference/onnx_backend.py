@@ -11,9 +11,12 @@ import hashlib
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 ONNX_NAME = "model.onnx"
 WEIGHTS_KEY = "dermxai.weights_sha256"
@@ -58,12 +61,16 @@ class TorchBackend:
     name = "pytorch"
 
     def __init__(self, model: nn.Module, threads: int | None = None) -> None:
+        import torch
+
         self.model = model.eval()
         if threads:
             torch.set_num_threads(threads)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Logits (N, classes) of a normalised float32 batch (N, 3, H, W)."""
+        import torch
+
         with torch.inference_mode():
             return self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
 

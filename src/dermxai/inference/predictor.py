@@ -1,27 +1,29 @@
 """The one Predictor behind the CLI, the app and the API: bundle in, validated image in, calibrated answer out.
 
 Preprocessing is the training one (``resize_cover`` then ``to_batch``, both read from the bundle's config).
-The model is shared: every use of it runs under one lock, because CAM hooks on the model are not thread-safe
-and an ordinary forward pass running while they are registered would feed them.
+Predictions run on ONNX Runtime when the bundle holds a ``model.onnx`` exported from its weights (see
+``dermxai export``), else on PyTorch; the PyTorch model is loaded only when needed (no ONNX, or a CAM), so
+the prediction path never imports torch. The model is shared: every use of it runs under one lock, because
+CAM hooks on the model are not thread-safe and an ordinary forward pass running while they are registered
+would feed them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from dermxai.data.cache import resize_cover
 from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
 from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
-from dermxai.inference.preprocess import to_batch
-from dermxai.models.bundle import load_bundle
+from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend, weights_digest
+from dermxai.inference.preprocess import to_array, to_batch
+from dermxai.models.bundle import load_bundle, read_config
 
 
 @dataclass(frozen=True)
@@ -93,16 +95,17 @@ class Explanation:
 
 def model_id(folder: Path) -> str:
     """The bundle folder's name and a short hash of its weights: names exactly which model answered."""
-    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()[:10]
-    return f"{folder.resolve().name}-{digest}"
+    return f"{folder.resolve().name}-{weights_digest(folder)[:10]}"
 
 
 class Predictor:
     """A loaded bundle: validate, preprocess, predict with calibration and abstention, explain."""
 
-    def __init__(self, bundle: str | Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(self, bundle: str | Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+                 prefer_onnx: bool = True) -> None:
         self.folder = Path(bundle)
-        self.model, self.config = load_bundle(self.folder)
+        self.config = read_config(self.folder)
+        self.backend: OnnxBackend | TorchBackend = load_backend(self.folder, prefer_onnx=prefer_onnx)
         self.model_id = model_id(self.folder)
         self.classes: list[str] = list(self.config["classes"])
         self.temperature = float(self.config.get("temperature", 1.0))
@@ -112,15 +115,24 @@ class Predictor:
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
         self._lock = threading.Lock()
 
+    @property
+    def model(self):
+        """The PyTorch model (for CAMs and evaluation), loaded on first use when predictions run on ONNX."""
+        if isinstance(self.backend, TorchBackend):
+            return self.backend.model
+        if not hasattr(self, "_torch_model"):
+            self._torch_model = load_bundle(self.folder)[0]
+        return self._torch_model
+
     def load(self, data: bytes | Image.Image) -> Image.Image:
         """Upright RGB image from untrusted bytes (validated; raises InvalidImage) or an upright PIL image."""
         return read_image(data, self.max_bytes, self.max_pixels) if isinstance(data, bytes) else to_rgb(data)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Raw logits (N, C) of preprocessed uint8 images (N, H, W, 3) at the bundle's input size."""
-        batch = to_batch(images, self.config)
-        with self._lock, torch.inference_mode():
-            return self.model(batch).float().numpy()
+        batch = to_array(images, self.config)
+        with self._lock:
+            return self.backend.logits(batch)
 
     def interpret(self, logits: np.ndarray) -> Prediction:
         """Calibrated prediction, malignant score and abstention from one image's logits."""

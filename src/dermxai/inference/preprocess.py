@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
-def to_batch(images: np.ndarray, config: dict) -> torch.Tensor:
-    """Scale uint8 images to [0, 1] and normalise with the bundle's mean and std (as in training)."""
+def to_array(images: np.ndarray, config: dict) -> np.ndarray:
+    """Scale uint8 images to [0, 1] and normalise with the bundle's mean and std (as in training): float32 NCHW."""
     if images.ndim == 3:
         images = images[None]
     expected = (config["height"], config["width"], 3)
     if images.dtype != np.uint8 or images.shape[1:] != expected:
         raise ValueError(f"expected uint8 images of shape (N, {expected[0]}, {expected[1]}, 3), "
                          f"got {images.dtype} {images.shape}")
-    batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
-    mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(config["std"]).view(1, 3, 1, 1)
-    return (batch - mean) / std
+    batch = images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+    mean = np.asarray(config["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(config["std"], dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((batch - mean) / std)
+
+
+def to_batch(images: np.ndarray, config: dict) -> torch.Tensor:
+    """:func:`to_array` as a torch tensor."""
+    import torch
+
+    return torch.from_numpy(to_array(images, config))

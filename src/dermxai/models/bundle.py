@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING
 
-from dermxai.models.registry import create_model
+if TYPE_CHECKING:
+    from torch import nn
 
 CARD = """# {arch} for HAM10000 diagnosis ({note})
 
@@ -23,6 +23,8 @@ CARD = """# {arch} for HAM10000 diagnosis ({note})
 
 def save_bundle(folder: str | Path, model: nn.Module, config: dict, note: str = "research model") -> Path:
     """Write the bundle folder; ``config`` holds architecture, classes, input size, normalisation, provenance."""
+    from safetensors.torch import save_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -32,12 +34,22 @@ def save_bundle(folder: str | Path, model: nn.Module, config: dict, note: str = 
     return folder
 
 
-def load_bundle(folder: str | Path) -> tuple[nn.Module, dict]:
-    """The model (eval mode) and config of a bundle folder."""
+def read_config(folder: str | Path) -> dict:
+    """A bundle's config (no weights loaded, no torch imported)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: not a model bundle (needs config.json and model.safetensors)")
-    config = json.loads((folder / "config.json").read_text())
+    return json.loads((folder / "config.json").read_text())
+
+
+def load_bundle(folder: str | Path) -> tuple[nn.Module, dict]:
+    """The model (eval mode) and config of a bundle folder."""
+    from safetensors.torch import load_file
+
+    from dermxai.models.registry import create_model
+
+    folder = Path(folder)
+    config = read_config(folder)
     model, _ = create_model(config["arch"], weights="none", num_classes=len(config["classes"]))
     model.load_state_dict(load_file(folder / "model.safetensors"))
     return model.eval(), config
