@@ -31,7 +31,7 @@ def audit_split(
     near = _near_duplicate_crossings(frame, hashes, max_distance, reviewed_pairs)
     test_lesions = frame[frame["split"] == "test"]
     in_train = lesion_splits.map(lambda s: "train" in s)
-    with_sibling = int(test_lesions["lesion_id"].map(in_train).sum())
+    with_sibling = int(test_lesions["lesion_id"].isin(in_train.index[in_train.astype(bool)]).sum())
     report = {
         "n_images": len(frame),
         "split_sizes": {s: int((frame["split"] == s).sum()) for s in SPLITS},
