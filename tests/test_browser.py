@@ -98,7 +98,7 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(EXAMPLE.read_bytes()[:300])
     page.locator('input[type="file"]').set_input_files(str(corrupt))
-    error = page.locator('[data-testid="stAlertContentError"]')
+    error = page.locator('[data-testid="stAlertContentError"]').filter(has_text="corrupt.jpg")
     error.wait_for()
     text = error.inner_text()
     assert "Could not use corrupt.jpg" in text and "damaged or incomplete" in text and "Traceback" not in text

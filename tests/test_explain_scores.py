@@ -147,3 +147,11 @@ def test_bootstrap_resamples_lesions_not_images():
     assert by_lesion["ci95"] == [0.0, 1.0]  # two lesions: every resample is all-a, all-b or half
     assert 0.1 < by_image["ci95"][0] < 0.5 < by_image["ci95"][1] < 0.9
     assert scores.bootstrap_mean(np.array([]))["mean"] is None
+
+
+def test_image_id_of_finds_the_isic_id_inside_a_renamed_file():
+    from dermxai.explain.io import image_id_of
+
+    assert image_id_of("examples/mel_ISIC_0024313.jpg") == "ISIC_0024313"
+    assert image_id_of("photos/ISIC_0024313.JPG") == "ISIC_0024313"
+    assert image_id_of("my_mole.png") == "my_mole"

@@ -223,10 +223,13 @@ def test_abstains_on_low_confidence_or_unfamiliar_logits(bundle_copy):
     assert two_way.abstain_reasons and all("confidence" in r for r in two_way.abstain_reasons)
 
 
-def test_default_bundle_has_fitted_abstention_and_refuses_a_blank_image(predictor):
+def test_default_bundle_is_calibrated_and_uses_its_fitted_abstention(predictor):
+    config = predictor.config
+    assert config["temperature"] != 1.0 and 0 < config["thresholds"]["malignant"] < 1
     assert predictor.abstain_params and predictor.abstain_params["target_accept"] == 0.95
-    blank = predictor.predict(encode(Image.new("RGB", (200, 150), (30, 120, 200)), "PNG"))
-    assert blank.abstain
+    assert predictor.interpret(np.zeros(7)).abstain  # a flat answer is below the fitted confidence
+    example = predictor.predict((EXAMPLES / "nv_ISIC_0024308.jpg").read_bytes())
+    assert not example.abstain and example.top_class == "nv"
 
 
 def test_explain_returns_a_cam_from_the_same_forward_pass(predictor):

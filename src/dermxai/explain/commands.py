@@ -94,7 +94,7 @@ def explain_compare_command(
     """Grid of CAMs: rows are images, columns are models, lesion mask outlined where one exists."""
     from dermxai.explain.cams import check_method
     from dermxai.explain.figures import Panel, panel_grid
-    from dermxai.explain.io import mask_next_to, read_mask
+    from dermxai.explain.io import image_id_of, mask_next_to, read_mask
     from dermxai.inference.predictor import Predictor
 
     check_method(method)
@@ -107,7 +107,7 @@ def explain_compare_command(
     predictors = [(_label(path), Predictor(path)) for path in models]
     rows, outlined = [], 0
     for image in images:
-        mask = masks.get(image.stem) or mask_next_to(image)
+        mask = masks.get(image_id_of(image)) or mask_next_to(image)
         outlined += mask is not None
         row = []
         for n, (label, predictor) in enumerate(predictors):

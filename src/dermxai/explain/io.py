@@ -6,6 +6,7 @@ mask lines up with the image pixels the model saw.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,12 @@ def read_mask(path: str | Path, config: dict) -> np.ndarray:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such mask file")
     return read_image(path, config)[..., 0] > 127
+
+
+def image_id_of(path: str | Path) -> str:
+    """The dataset id of an image file: the ISIC id inside its name (``mel_ISIC_0024313.jpg``), else its stem."""
+    found = re.search(r"ISIC_\d+", Path(path).stem)
+    return found.group(0) if found else Path(path).stem
 
 
 def mask_next_to(image: str | Path) -> Path | None:
