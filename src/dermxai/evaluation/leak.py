@@ -86,6 +86,8 @@ def leak_markdown(summary: dict) -> str:
         cells = [f"{fmt(res[k])} [{fmt(res['ci95'][k][0])}, {fmt(res['ci95'][k][1])}]" for k, _ in ROWS]
         lines.append(f"| {SPLITS[name]} | {res['test_n']} | {res['test_images_with_train_sibling']} "
                      f"({100 * res['test_share_with_train_sibling']:.1f}%) | " + " | ".join(cells) + " |")
-    lines += ["", "95% intervals: bootstrap over lesions. The gap between the rows is what an image-level split "
-              "adds by letting the model see other photos of the same lesion during training."]
+    lines += ["", "95% intervals: bootstrap over lesions. A leaky row above the honest one is what an image-level "
+              "split adds once the model has learned to recognise individual lesions (it saw other photos of them "
+              "in training); a recipe too short to memorise lesions can show no gap, or differences in either "
+              "direction from its unsettled decision biases."]
     return "\n".join(lines) + "\n"
