@@ -19,10 +19,11 @@ import torch
 from timing import machine, repeat, spread
 
 from dermxai.explain.cams import METHODS, explain
-from dermxai.export import check_images, export_onnx, probabilities
+from dermxai.export import check_images, export_onnx
 from dermxai.inference.onnx_backend import OnnxBackend
 from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
+from dermxai.probabilities import softmax
 
 
 def app_paths(model: torch.nn.Module, config: dict, batch: torch.Tensor, onnx: OnnxBackend) -> dict:
@@ -31,15 +32,15 @@ def app_paths(model: torch.nn.Module, config: dict, batch: torch.Tensor, onnx: O
 
     def one_pass():
         cams, logits = explain(model, config, batch, "gradcam")
-        return probabilities(logits.numpy(), temperature), cams
+        return softmax(logits.numpy(), temperature), cams
 
     def torch_then_cam():
         with torch.inference_mode():
-            probs = probabilities(model(batch).numpy(), temperature)
+            probs = softmax(model(batch).numpy(), temperature)
         return probs, explain(model, config, batch, "gradcam", probs.argmax(1).tolist())[0]
 
     def onnx_then_cam():
-        probs = probabilities(onnx.logits(batch.numpy()), temperature)
+        probs = softmax(onnx.logits(batch.numpy()), temperature)
         return probs, explain(model, config, batch, "gradcam", probs.argmax(1).tolist())[0]
 
     return {"predict + Grad-CAM from one forward pass (explain)": one_pass,

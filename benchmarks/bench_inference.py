@@ -22,11 +22,12 @@ import torch
 from timing import machine, repeat, spread
 
 from dermxai.data.labels import CLASSES
-from dermxai.export import check_images, export_onnx, probabilities
+from dermxai.export import check_images, export_onnx
 from dermxai.inference.onnx_backend import OnnxBackend
 from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import save_bundle
 from dermxai.models.registry import create_model
+from dermxai.probabilities import softmax
 
 ARCHS = ("resnet18", "densenet121", "efficientnet_b0", "efficientnet_lite0")
 Logits = Callable[[np.ndarray], np.ndarray]
@@ -83,7 +84,7 @@ def bench_arch(arch: str, size: tuple[int, int], args: argparse.Namespace, folde
     rows, base = [], None
     for name, setup in variants.items():
         logits = setup()
-        probs = probabilities(logits(batch), 1.0)  # also the batch warm-up
+        probs = softmax(logits(batch), 1.0)  # also the batch warm-up
         single = repeat(lambda: logits(batch[:1]), args.iterations, warmup=2)
         bulk = repeat(lambda: logits(batch), args.batch_iterations, warmup=0)
         torch.set_num_threads(default_threads)

@@ -10,11 +10,12 @@ import torch
 from typer.testing import CliRunner
 
 from dermxai.cli import app
-from dermxai.export import ParityError, check_images, export_onnx, probabilities
+from dermxai.export import ParityError, check_images, export_onnx
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
 from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle, save_bundle
 from dermxai.models.registry import create_model
+from dermxai.probabilities import softmax
 
 runner = CliRunner()
 
@@ -50,7 +51,7 @@ def test_onnx_matches_pytorch_on_the_fixture_at_batch_1_and_3(exported, fixture_
     for size in (1, 3):
         got = np.concatenate([onnx.logits(batch[i:i + size]) for i in range(0, size * (len(batch) // size), size)])
         assert got.shape == (size * (len(batch) // size), 7)
-        difference = probabilities(got, 1.7) - probabilities(expected[: len(got)], 1.7)
+        difference = softmax(got, 1.7) - softmax(expected[: len(got)], 1.7)
         assert np.abs(difference).max() < 1e-4
     assert expected.std() > 0  # the check compares varied outputs, not constants
 

@@ -18,6 +18,7 @@ from dermxai.data.cache import load_resized
 from dermxai.inference.onnx_backend import ONNX_NAME, WEIGHTS_KEY, OnnxBackend, weights_digest
 from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
+from dermxai.probabilities import softmax
 
 FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "ham_mini"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -50,13 +51,6 @@ def check_images(folder: Path | None, size: tuple[int, int], limit: int = 35) ->
     if not paths:
         raise ValueError(f"{folder}: no .jpg/.jpeg/.png images to check the export on")
     return np.stack([load_resized(str(p), size) for p in paths]), f"{len(paths)} image(s) from {folder}"
-
-
-def probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated class probabilities, softmax(logits / T)."""
-    scaled = logits.astype(np.float64) / temperature
-    exp = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def export_onnx(bundle_dir: str | Path, out: str | Path | None = None, images: Path | None = None,
@@ -95,7 +89,7 @@ def _parity(model: torch.nn.Module, config: dict, path: Path, folder: Path | Non
     session = OnnxBackend(path)
     got = np.concatenate([session.logits(batch[:1]), session.logits(batch[1:])]) if len(batch) > 1 else session.logits(batch)
     temperature = float(config.get("temperature", 1.0))
-    prob_diff = float(np.abs(probabilities(got, temperature) - probabilities(expected, temperature)).max())
+    prob_diff = float(np.abs(softmax(got, temperature) - softmax(expected, temperature)).max())
     logit_diff = float(np.abs(got - expected).max())
     if not prob_diff <= tolerance:  # also catches NaN
         raise ParityError(f"ONNX Runtime and PyTorch disagree on {source}: max probability difference "
