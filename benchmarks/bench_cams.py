@@ -2,7 +2,7 @@
 
 Run: python benchmarks/bench_cams.py [--model BUNDLE] [--quick]
 Batch 1, a real fixture image at the bundle's input size. Part 1 times every method of
-`dermxai.explain.cams.explain`. Part 2 times what the app does per request: probabilities and a Grad-CAM
+`dermxai.inference.cams.explain`. Part 2 times what the app does per request: probabilities and a Grad-CAM
 (a) from the one forward pass `explain` records, vs (b) a PyTorch prediction followed by a separate CAM,
 vs (c) an ONNX Runtime prediction followed by a separate CAM. Prints Markdown for benchmarks/RESULTS.md.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from timing import machine, repeat, spread
 
-from dermxai.explain.cams import METHODS, explain
+from dermxai.inference.cams import METHODS, explain
 from dermxai.export import check_images, export_onnx
 from dermxai.inference.onnx_backend import OnnxBackend
 from dermxai.inference.preprocess import to_batch

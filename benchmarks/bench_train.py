@@ -2,6 +2,9 @@
 
 Run (CPU):  python benchmarks/bench_train.py --data ../shared/data/ham10000 [--quick]
 Run (GPU):  python benchmarks/bench_train.py --data ../shared/data/ham10000 --device cuda
+Run (precision): python benchmarks/bench_train.py --precision-compare --data ../shared/data/ham10000
+    prints one JSON line: today's fp32 channels-first step vs the default step of `dermxai train`
+    (``--precision auto`` + channels_last), full step with augmentation on real images, chunks interleaved.
 Two parts, each with its ratio:
 1. Data path alone: decode every JPEG each epoch (DataLoader) vs the uint8 memmap cache (bench_cache.py).
 2. Full training step (augment + forward + backward + AdamW) on a bounded number of batches:
@@ -16,6 +19,7 @@ Prints Markdown for benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -34,7 +38,11 @@ from dermxai.data import load_dataset
 from dermxai.data.cache import build_cache
 from dermxai.data.labels import CLASSES
 from dermxai.models.registry import create_model
-from dermxai.training.augment import AugmentConfig, augment_batch
+from dermxai.training.augment import augment_batch
+from dermxai.training.config import AugmentConfig
+from dermxai.training.precision import resolve_precision
+
+AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 # timm's published training throughput (img/s), RTX 3090, AMP, channels_last, 224 px, synthetic data on the GPU,
 # batch 512 (densenet121: 256): huggingface/pytorch-image-models results/benchmark-train-amp-nhwc-pt112-cu113-rtx3090.csv
@@ -62,14 +70,16 @@ class DecodeAndAugment(Dataset):
 class Stepper:
     """One optimisation step on a uint8 batch: to float, augment (resident only), normalise, AMP forward/backward."""
 
-    def __init__(self, arch: str, device: torch.device, amp: bool, channels_last: bool) -> None:
+    def __init__(self, arch: str, device: torch.device, amp: bool, channels_last: bool,
+                 autocast: torch.dtype | None = None) -> None:
         torch.manual_seed(0)
         model, entry = create_model(arch, weights="none", num_classes=len(CLASSES))
         self.format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=self.format).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp)
-        self.device, self.amp = device, amp
+        self.autocast = torch.float16 if amp else autocast
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast == torch.float16)
+        self.device = device
         self.mean = torch.tensor(entry.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(entry.std, device=device).view(1, 3, 1, 1)
         self.generator = torch.Generator(device=device).manual_seed(0)
@@ -80,7 +90,7 @@ class Stepper:
         if augment:
             x = augment_batch(x, AugmentConfig(), self.generator)
         x = ((x - self.mean) / self.std).contiguous(memory_format=self.format)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             loss = F.cross_entropy(self.model(x), labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -170,6 +180,28 @@ def training(table, labels: np.ndarray, cache_images: np.ndarray, args: argparse
               f"{resident.numel() / 2**30:.2f} GiB uint8)")
 
 
+def precision_compare(cache_images: np.ndarray, labels: np.ndarray, args: argparse.Namespace) -> dict:
+    """fp32 channels-first vs the default precision + channels_last, augmented steps, chunks interleaved."""
+    images = torch.from_numpy(np.array(cache_images)).permute(0, 3, 1, 2).contiguous()
+    targets = torch.as_tensor(labels)
+    fast_precision = resolve_precision("auto", gpu=False)
+    variants = {"fp32": Stepper(args.arch[0], torch.device("cpu"), False, channels_last=False),
+                "fast": Stepper(args.arch[0], torch.device("cpu"), False, True, AUTOCAST[fast_precision])}
+    batches = resident_batches(images, targets, args.batch)
+    per_chunk = max(1, args.steps // args.chunks)
+    for step in variants.values():
+        timed_steps(batches, lambda x, y: step(x, y, augment=True), 1, 0, args.warmup, lambda: None)
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.chunks):
+        for name, step in variants.items():
+            seconds = timed_steps(batches, lambda x, y: step(x, y, augment=True), 1, per_chunk, 0, lambda: None)
+            rates[name].append(args.batch * per_chunk / float(seconds[0]))
+    fp32, fast = float(np.median(rates["fp32"])), float(np.median(rates["fast"]))
+    return {"fp32_img_s": round(fp32, 1), "fast_img_s": round(fast, 1), "speedup": round(fast / fp32, 2),
+            "fast_precision": fast_precision, "arch": args.arch[0], "size": [args.height, args.width],
+            "batch": args.batch, "steps_per_variant": per_chunk * args.chunks, "threads": torch.get_num_threads()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/ham10000")
@@ -186,6 +218,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="use only the first N images (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="epochs per data path in part 1")
     parser.add_argument("--quick", action="store_true", help="256 images, 1 data-path epoch, 2 timed steps")
+    parser.add_argument("--precision-compare", action="store_true",
+                        help="only fp32 channels-first vs the default fast step (CPU); one JSON line")
     args = parser.parse_args()
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -208,6 +242,10 @@ def main() -> None:
         table = table.iloc[: args.limit]
     labels = np.array(table["dx"].map({c: i for i, c in enumerate(CLASSES)}), dtype=np.int64)
     size = (args.height, args.width)
+    if args.precision_compare:
+        with tempfile.TemporaryDirectory() as folder:
+            print(json.dumps(precision_compare(build_cache(table, Path(folder), size).images, labels, args)))
+        return
     print(f"Machine: {machine()}. Data: {args.data} ({len(table)} images).\n")
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()

@@ -64,7 +64,7 @@ def test_explain_returns_a_png_overlay(client):
     assert image.format == "PNG" and image.width == 480
     assert response.headers["x-dermxai-target-class"] == response.headers["x-dermxai-top-class"]
     bad = client.post("/explain?method=magic", files=upload(EXAMPLES[1].read_bytes()))
-    assert bad.status_code == 400 and "unknown method" in bad.json()["detail"]
+    assert bad.status_code == 400 and "unknown or unserved method" in bad.json()["detail"]
 
 
 @pytest.mark.parametrize("data, status, reason", [

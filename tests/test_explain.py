@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from dermxai.cli import app
 from dermxai.data.labels import CLASSES
-from dermxai.explain.cams import METHODS, explain, target_layer
+from dermxai.inference.cams import METHODS, explain, target_layer
 from dermxai.explain.commands import METHOD_HELP
 from dermxai.explain.io import read_mask
 from dermxai.models.bundle import save_bundle

@@ -73,7 +73,7 @@ def test_format_is_read_from_content_not_name(tmp_path, predictor):
     text = tmp_path / "notes.jpg"
     text.write_text("not a picture at all\n")
     result = CliRunner().invoke(app, ["predict", "--model", str(DEFAULT), str(text)])
-    assert result.exit_code == 2 and "not an image" in " ".join(result.output.split())
+    assert result.exit_code == 1 and "not an image" in " ".join(result.output.split())  # reported, not fatal
     with pytest.raises(InvalidImage) as error:
         read_image(text.read_bytes())
     assert error.value.reason == "not_an_image"
@@ -284,7 +284,7 @@ def test_calibration_fits_abstention_on_validation_after_the_temperature():
 
 
 def test_advice_follows_the_threshold_and_never_invents_one():
-    from dermxai.inference import advice
+    from dermxai.app import advice
 
     assert "no threshold" in advice.malignant_advice(0.9, None) and "%" in advice.malignant_advice(0.9, None)
     assert "dermatologist soon" in advice.malignant_advice(0.30, 0.25)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from dermxai import __version__
 from dermxai.data.errors import DatasetError
+from dermxai.training.config import TrainConfig
 
 app = typer.Typer(help="Honest skin-lesion classification on HAM10000.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: split, audit, cache, duplicates, download.", no_args_is_help=True)
@@ -209,6 +210,7 @@ def data_download(
 
 
 @app.command("train")
+@clear_errors
 def train_command(
     data: DataOption,
     split: Annotated[Path, typer.Option("--split", help="Split CSV from `dermxai data split`.")],
@@ -225,6 +227,9 @@ def train_command(
     width: int = 200,
     loss: Annotated[str, typer.Option(help="ce or focal.")] = "ce",
     class_weighted: Annotated[bool, typer.Option(help="Inverse-frequency class weights in the loss.")] = True,
+    class_weight_power: Annotated[float, typer.Option(help="Class weights (1/count)**power: 1 inverse, 0.5 sqrt-inverse.")] = TrainConfig.class_weight_power,
+    ema_decay: Annotated[float, typer.Option(help="EMA of the weights, validated and shipped (0: off; e.g. 0.999).")] = TrainConfig.ema_decay,
+    precision: Annotated[str, typer.Option(help="auto, 32-true, bf16-mixed or 16-mixed (auto: bf16 on CPUs with AVX512-BF16/AMX, mixed on GPUs).")] = TrainConfig.precision,
     balanced_sampler: Annotated[bool, typer.Option(help="Draw class-balanced batches.")] = False,
     label_smoothing: float = 0.0,
     patience: int = 5,
@@ -241,14 +246,14 @@ def train_command(
 ) -> None:
     """Fine-tune a backbone on the train split, select on validation balanced accuracy, write a bundle."""
     from dermxai.models.pretrained import PretrainedWeightsUnavailable
-    from dermxai.training.augment import AugmentConfig
-    from dermxai.training.config import TrainConfig
+    from dermxai.training.config import AugmentConfig
     from dermxai.training.module import NonFiniteLoss
     from dermxai.training.run import train
 
     config = TrainConfig(
         arch=arch, weights=weights, height=height, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
         backbone_lr_scale=backbone_lr_scale, freeze_epochs=freeze_epochs, loss=loss, class_weighted=class_weighted,
+        class_weight_power=class_weight_power, ema_decay=ema_decay, precision=precision,
         balanced_sampler=balanced_sampler, label_smoothing=label_smoothing, patience=patience, seed=seed,
         augment=AugmentConfig(enabled=augment),
         limit_train_batches=int(limit_train_batches) if limit_train_batches > 1 else limit_train_batches,
@@ -279,7 +284,6 @@ def experiment_command(
     """Train several architectures with one recipe, one run folder each (ready for evaluate and compare)."""
     import yaml
 
-    from dermxai.training.config import TrainConfig
     from dermxai.training.run import train
 
     try:
@@ -371,10 +375,50 @@ def calibrate_command(
     config = calibrate_bundle(model, data, split, target_sensitivity, images=images, cache_dir=cache,
                               batch_size=batch_size)
     c = config["calibration"]
+    if "tau" in c:
+        console.print(f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy by tau: "
+                      f"{', '.join(f'{t}: {v:.3f}' for t, v in c['val_bacc_by_tau'].items())})")
     console.print(f"temperature {config['temperature']:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
                   f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}); malignant threshold "
                   f"{config['thresholds']['malignant']:.3f} (val sensitivity {c['val_sensitivity']:.3f}, "
                   f"specificity {c['val_specificity']:.3f}) -> {model}/config.json")
+
+
+@app.command("gate")
+@clear_errors
+def gate_command(
+    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    data: DataOption,
+    split: Annotated[Path, typer.Option("--split", help="Split CSV: fitted on train (+ variants) and val, measured on test.")],
+    images: ImagesOption = None,
+    write: Annotated[bool, typer.Option("--write", help="Store the gate in the bundle (ood_gate.npz, config.json).")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the measured report as JSON here.")] = None,
+    crops: Annotated[int, typer.Option(help="Crops per source image of the non-dermoscopic set.")] = 6,
+) -> None:
+    """Fit the out-of-distribution gate on train/val and measure what it withholds (test, shifted, non-dermoscopic)."""
+    from dermxai.evaluation.calibration import write_config
+    from dermxai.evaluation.gate import fit_bundle_gate, gate_report
+    from dermxai.evaluation.ood_set import non_dermoscopic_set
+    from dermxai.inference.predictor import Predictor
+
+    predictor = Predictor(model, prefer_onnx=False)  # features of the weights themselves, whatever the graph
+    gate, record = fit_bundle_gate(predictor, data, split, images=images)
+    report = {"gate": record, **gate_report(predictor, gate, data, split, non_dermoscopic_set(crops), images=images)}
+    if write:
+        gate.save(model)
+        write_config(model, {**predictor.config, "gate_layer": record["gate_layer"], "ood_gate": record})
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+    table = Table(title=f"Out-of-distribution gate of {model} (threshold {gate.threshold:.3f}, "
+                        f"{record['val_accept_rate']:.1%} of val accepted)")
+    for column in ("images", "n", "withheld"):
+        table.add_column(column, justify="left" if column == "images" else "right")
+    for name, row in report["withheld"].items():
+        table.add_row(name, str(row["n"]), f"{row['share']:.1%}")
+    console.print(table)
+    console.print(f"AUROC, test dermoscopy vs not dermoscopy: {report['auroc_test_vs_not_dermoscopy']:.3f}"
+                  + (f"; gate written to {model}" if write else ""))
 
 
 @app.command("compare")
@@ -414,7 +458,6 @@ def leak_command(
     """Train one recipe on a random image split and on the lesion-grouped split; show the gap (leak.md)."""
     from dermxai.evaluation.leak import LEAK_RECIPE, run_leak
     from dermxai.models.pretrained import PretrainedWeightsUnavailable
-    from dermxai.training.config import TrainConfig
 
     config = TrainConfig.from_dict({**LEAK_RECIPE, "arch": arch, "weights": weights, "height": height, "width": width,
                                     "epochs": epochs, "batch_size": batch_size, "seed": seed,

@@ -1,7 +1,7 @@
 """Export a bundle to ONNX (dynamic batch axis) and prove, at export time, that ONNX Runtime agrees with PyTorch.
 
 The parity check runs both on real images (the committed HAM10000 fixture by default) at batch size 1 and
-at the full batch, and compares calibrated probabilities, softmax(logits / temperature). A graph that
+at the full batch, and compares served probabilities (decision rule and temperature of the bundle). A graph that
 disagrees by more than the tolerance is deleted and the export fails.
 """
 
@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from dermxai.data.cache import load_resized
-from dermxai.inference.onnx_backend import ONNX_NAME, WEIGHTS_KEY, OnnxBackend, weights_digest
+from dermxai.inference.onnx_backend import CONFIG_KEY, ONNX_NAME, WEIGHTS_KEY, OnnxBackend, config_digest, weights_digest
 from dermxai.inference.preprocess import to_batch
-from dermxai.models.bundle import load_bundle
-from dermxai.probabilities import softmax
+from dermxai.models.bundle import gate_layer, load_bundle
+from dermxai.models.features import WithFeatures
+from dermxai.probabilities import served_probabilities
 
 FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "ham_mini"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -65,10 +66,14 @@ def export_onnx(bundle_dir: str | Path, out: str | Path | None = None, images: P
     partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
     size = (config["height"], config["width"])
     example = torch.zeros(2, 3, *size)
-    program = torch.onnx.export(model, (example,), input_names=["image"], output_names=["logits"],
+    layer = gate_layer(config)
+    graph = WithFeatures(model, layer).eval() if layer else model
+    program = torch.onnx.export(graph, (example,), input_names=["image"],
+                                output_names=["logits", "features"] if layer else ["logits"],
                                 opset_version=opset, dynamo=True, verbose=False,
                                 dynamic_shapes=({0: torch.export.Dim("batch")},))
-    program.model.metadata_props.update({WEIGHTS_KEY: weights_digest(bundle_dir), "dermxai.arch": config["arch"],
+    program.model.metadata_props.update({WEIGHTS_KEY: weights_digest(bundle_dir), CONFIG_KEY: config_digest(config),
+                                         "dermxai.arch": config["arch"],
                                          "dermxai.input": f"float32 N x 3 x {size[0]} x {size[1]}, normalised"})
     program.save(str(partial))
     try:
@@ -88,8 +93,7 @@ def _parity(model: torch.nn.Module, config: dict, path: Path, folder: Path | Non
         expected = model(torch.from_numpy(batch)).numpy()
     session = OnnxBackend(path)
     got = np.concatenate([session.logits(batch[:1]), session.logits(batch[1:])]) if len(batch) > 1 else session.logits(batch)
-    temperature = float(config.get("temperature", 1.0))
-    prob_diff = float(np.abs(softmax(got, temperature) - softmax(expected, temperature)).max())
+    prob_diff = float(np.abs(served_probabilities(got, config) - served_probabilities(expected, config)).max())
     logit_diff = float(np.abs(got - expected).max())
     if not prob_diff <= tolerance:  # also catches NaN
         raise ParityError(f"ONNX Runtime and PyTorch disagree on {source}: max probability difference "

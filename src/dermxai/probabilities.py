@@ -1,6 +1,14 @@
-"""Calibrated probabilities from logits, shared by evaluation, calibration and the Predictor (numpy only)."""
+"""Served probabilities from logits, shared by evaluation, calibration, export and the Predictor (numpy only).
+
+A bundle serves ``softmax((logits + logit_bias) / temperature)``: ``logit_bias`` is the decision rule
+fitted on validation (logit adjustment, ``-tau * log(train prior)``; absent means none) and ``temperature``
+the calibration fitted on validation after it. The served label is the argmax of the served probabilities,
+so the probabilities shown always rank the shown label first.
+"""
 
 from __future__ import annotations
+
+from typing import Mapping
 
 import numpy as np
 
@@ -11,3 +19,29 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)
+
+
+def temperature(config: Mapping) -> float:
+    """The bundle's calibration temperature (1 when never calibrated)."""
+    return float(config.get("temperature", 1.0))
+
+
+def decision_logits(logits: np.ndarray, config: Mapping) -> np.ndarray:
+    """Logits shifted by the bundle's decision rule (unchanged when it has none)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    bias = config.get("logit_bias")
+    return logits + np.asarray(bias, dtype=np.float64) if bias else logits
+
+
+def served_probabilities(logits: np.ndarray, config: Mapping) -> np.ndarray:
+    """What the bundle serves for logits (N, C): ``softmax((logits + logit_bias) / temperature)``."""
+    return softmax(decision_logits(logits, config), temperature(config))
+
+
+def logit_adjustment(train_counts: np.ndarray, tau: float) -> np.ndarray:
+    """The bias ``-tau * log(prior)`` of logit adjustment (Menon et al., ICLR 2021), centred to mean 0."""
+    prior = np.asarray(train_counts, dtype=np.float64)
+    if (prior <= 0).any():
+        raise ValueError("logit adjustment needs at least one training image of every class")
+    bias = -tau * np.log(prior / prior.sum())
+    return bias - bias.mean()

@@ -33,6 +33,16 @@ def lan_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=host))
 
 
+def phone_url(page_url: str, bind_address: str | None) -> str | None:
+    """The address a phone can open, or None when the app listens on this machine only (127.0.0.1)."""
+    if bind_address in (None, "", "0.0.0.0", "::"):
+        return lan_url(page_url)
+    if bind_address in LOCAL_HOSTS:
+        return None
+    parts = urlsplit(page_url)
+    return urlunsplit(parts._replace(netloc=f"{bind_address}:{parts.port}" if parts.port else bind_address))
+
+
 def qr_png(text: str) -> bytes:
     """A QR code of ``text`` as PNG bytes."""
     buffer = io.BytesIO()

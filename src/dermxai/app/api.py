@@ -3,7 +3,11 @@
 The model is loaded once, by ``create_app``, and shared by all requests; the Predictor serialises model use
 under its lock (CAM hooks are not thread-safe), and the endpoints run it in the thread pool so the event
 loop keeps accepting uploads. Uploads are limited in bytes while they are received, before any parsing.
-Errors are JSON ``{"detail": message, "reason": code}`` with a 4xx status.
+Every error is JSON ``{"detail": message, "reason": code}`` with a 4xx status (validation, unknown route and
+method errors included). A prediction the model cannot judge keeps ``abstain: true`` with its reasons in
+``abstain_reasons``; ``out_of_distribution: true`` says the image does not look like dermoscopy of one lesion,
+and then the class fields are not an answer. Score-CAM is not served (minutes per request on a CPU; use
+``dermxai explain``). ``/docs`` serves Swagger UI from the pinned ``swagger-ui-bundle`` package: no CDN.
 """
 
 from __future__ import annotations
@@ -14,20 +18,27 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dermxai import __version__
-from dermxai.explain.cams import METHODS
+from dermxai.inference.cams import METHODS
 from dermxai.inference.bundles import default_bundle
 from dermxai.inference.inputs import MAX_BYTES, InvalidImage
 from dermxai.inference.predictor import Predictor
 
+REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_many_bytes",
+           415: "unsupported_media_type", 422: "invalid_request"}
 STATUS = {"empty": 400, "corrupt": 400, "not_an_image": 415, "unsupported_format": 415,
           "too_many_bytes": 413, "too_many_pixels": 413}
 """HTTP status of each InvalidImage reason."""
 ImageFile = Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, GIF, BMP or TIFF).")]
-Method = Annotated[str, Query(description=f"CAM method, one of {', '.join(METHODS)}.")]
+API_METHODS = [m for m in METHODS if m != "scorecam"]  # Score-CAM would hold the model for ~1-2 minutes
+Method = Annotated[str, Query(description=f"CAM method, one of {', '.join(API_METHODS)}.")]
 TargetClass = Annotated[str | None, Query(description="Class to explain (default: the top class).")]
 Opacity = Annotated[float, Query(ge=0, le=1, description="Heatmap opacity.")]
 MULTIPART_OVERHEAD = 64 * 1024
@@ -80,9 +91,22 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
 def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) -> FastAPI:
     """The API serving one bundle (default: ``$DERMXAI_MODEL`` or ``models/default``), loaded now."""
     predictor = Predictor(model_dir or default_bundle(), max_bytes=max_bytes)
-    api = FastAPI(title="dermxai", version=__version__,
+    import swagger_ui_bundle
+
+    api = FastAPI(title="dermxai", version=__version__, docs_url=None, redoc_url=None,
                   description="Skin-lesion classification (HAM10000 classes) with calibrated probabilities and "
-                              "Grad-CAM heatmaps. A research and teaching tool, not a medical device.")
+                              "Grad-CAM heatmaps. A research and teaching tool, not a medical device. "
+                              "When `abstain` is true the answer is withheld (reasons in `abstain_reasons`); "
+                              "`out_of_distribution` true means the image does not look like dermoscopy of one "
+                              "lesion. Errors: `{\"detail\", \"reason\"}` with a 4xx status.")
+    api.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+
+    @api.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=api.openapi_url, title="dermxai API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
     api.state.predictor = predictor
     api.add_middleware(BodyLimit, limit=max_bytes + MULTIPART_OVERHEAD)
 
@@ -93,6 +117,18 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
     @api.exception_handler(TooLarge)
     async def too_large(request: Request, error: TooLarge) -> JSONResponse:
         return JSONResponse({"detail": error.detail, "reason": "too_many_bytes"}, 413)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(error.detail), "reason": REASONS.get(error.status_code, "error")},
+                            error.status_code, headers=getattr(error, "headers", None))
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}", "reason": "invalid_request"},
+                            422)
 
     @api.get("/health")
     def health() -> dict:
@@ -106,7 +142,8 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         return [{"model_id": predictor.model_id, "arch": c["arch"], "classes": predictor.classes,
                  "input_size": {"height": c["height"], "width": c["width"]}, "temperature": predictor.temperature,
                  "thresholds": c.get("thresholds") or {}, "abstain": predictor.abstain_params,
-                 "val_bacc": c.get("val_bacc"), "cam_methods": list(METHODS)}]
+                 "val_bacc": c.get("val_bacc"), "cam_methods": API_METHODS,
+                 "ood_gate": predictor.gate is not None}]
 
     @api.post("/predict")
     async def predict(file: ImageFile) -> dict:
@@ -119,8 +156,8 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
     async def explain(file: ImageFile, method: Method = "gradcam", target_class: TargetClass = None,
                       opacity: Opacity = 0.45) -> Response:
         """The CAM overlay as a PNG; the prediction is in the X-Dermxai-* headers."""
-        if method not in METHODS:
-            raise HTTPException(400, f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        if method not in API_METHODS:
+            raise HTTPException(400, f"unknown or unserved method {method!r}: use one of {', '.join(API_METHODS)}")
         if target_class is not None and target_class not in predictor.classes:
             raise HTTPException(400, f"unknown class {target_class!r}: use one of {', '.join(predictor.classes)}")
         data = await read_upload(file, max_bytes)

@@ -34,34 +34,56 @@ def _check_tls(cert: Path | None, key: Path | None) -> None:
             raise ValueError(f"{path}: no such file")
 
 
+def read_upload(path: Path, max_bytes: int) -> bytes:
+    """A file's bytes, refusing non-regular files and reading at most ``max_bytes + 1`` (never the whole of it)."""
+    from dermxai.inference.inputs import InvalidImage
+
+    if not path.is_file():
+        raise InvalidImage("not a regular file" if path.exists() else "no such file", "not_a_file")
+    with open(path, "rb") as file:
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InvalidImage(f"larger than the {max_bytes / 2**20:.0f} MiB limit", "too_many_bytes")
+    return data
+
+
 def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files (format read from the content).")],
     model: ModelOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, one object per image.")] = False,
 ) -> None:
-    """Classify images with calibrated probabilities, the malignant score and the abstention decision."""
+    """Classify images: served probabilities, malignant score, abstention; bad files are reported, not fatal."""
     from dermxai.inference.inputs import InvalidImage
     from dermxai.inference.predictor import Predictor
 
     predictor = Predictor(_bundle(model))
-    results = []
+    results, failures = [], []
     for path in images:
         try:
-            results.append((path, predictor.predict(path.read_bytes())))
+            results.append((path, predictor.predict(read_upload(path, predictor.max_bytes))))
         except InvalidImage as error:
-            raise ValueError(f"{path}: {error}") from None
+            failures.append((path, str(error)))
     if as_json:
-        print(json.dumps([{"image": str(path), **p.to_dict()} for path, p in results], indent=2))
-        return
-    table = Table(title=f"model {predictor.model_id} (temperature {predictor.temperature:g})")
-    for column in ("image", "top class", "probability", "malignant score", "abstain"):
-        table.add_column(column, justify="right" if column in ("probability", "malignant score") else "left")
-    for path, p in results:
-        flag = "no threshold" if p.malignant_flag is None else ("FLAGGED" if p.malignant_flag else "below threshold")
-        table.add_row(str(path), p.top_class, f"{p.confidence:.1%}", f"{p.malignant_score:.1%} ({flag})",
-                      "; ".join(p.abstain_reasons) if p.abstain else "no")
-    console.print(table)
-    console.print("Research and teaching tool, not a medical device.", style="dim")
+        print(json.dumps([{"image": str(path), **p.to_dict()} for path, p in results]
+                         + [{"image": str(path), "error": message} for path, message in failures], indent=2))
+    else:
+        table = Table(title=f"model {predictor.model_id} (temperature {predictor.temperature:g})")
+        for column in ("image", "top class", "probability", "malignant score", "abstain"):
+            table.add_column(column, justify="right" if column in ("probability", "malignant score") else "left")
+        for path, p in results:
+            if p.out_of_distribution:
+                table.add_row(str(path), "-", "-", "-", "not a dermoscopic image of one lesion")
+                continue
+            flag = "no threshold" if p.malignant_flag is None else ("FLAGGED" if p.malignant_flag else "below threshold")
+            table.add_row(str(path), p.top_class, f"{p.confidence:.1%}", f"{p.malignant_score:.1%} ({flag})",
+                          "; ".join(p.abstain_reasons) if p.abstain else "no")
+        if results:
+            console.print(table)
+        console.print("Research and teaching tool, not a medical device.", style="dim")
+    for path, message in failures:
+        Console(stderr=True).print(f"[bold red]error:[/] {path}: {message}", highlight=False)
+    if failures:
+        raise typer.Exit(1)
 
 
 def abstention_command(
@@ -74,7 +96,7 @@ def abstention_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Fit the abstention thresholds on val; report abstention rates on val, test and non-dermoscopic images."""
-    from dermxai.inference.abstention import abstention_report
+    from dermxai.evaluation.abstention import abstention_report
     from dermxai.inference.predictor import Predictor
 
     folder = _bundle(model)
@@ -102,8 +124,7 @@ def abstention_command(
 def app_command(
     model: Annotated[list[Path] | None, typer.Option("--model", help="Extra bundle(s) to offer (repeatable).")] = None,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
-    address: Annotated[str | None,
-                       typer.Option(help="Address to bind (default: all; 127.0.0.1: this machine only).")] = None,
+    address: Annotated[str, typer.Option(help="Address to bind: 127.0.0.1 (this machine only) or 0.0.0.0 (the LAN).")] = "127.0.0.1",
     ssl_cert: CertOption = None,
     ssl_key: KeyOption = None,
 ) -> None:
@@ -114,8 +135,7 @@ def app_command(
     command = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--server.maxUploadSize", str(MAX_BYTES // (1024 * 1024))]  # MiB, as the Predictor's limit
-    if address:
-        command += ["--server.address", address]
+    command += ["--server.address", address]
     if ssl_cert:
         command += ["--server.sslCertFile", str(ssl_cert), "--server.sslKeyFile", str(ssl_key)]
     command += ["--"] + [arg for folder in model or [] for arg in ("--model", str(folder))]

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from dermxai.app.address import lan_url, qr_png
+from dermxai.app.address import phone_url, qr_png
 from dermxai.data.labels import MALIGNANT
-from dermxai.explain.cams import METHODS
-from dermxai.inference import advice
+from dermxai.inference.cams import METHODS
+from dermxai.app import advice
 from dermxai.inference.bundles import installed_bundles
 from dermxai.inference.inputs import InvalidImage
 from dermxai.inference.predictor import Ensemble, Explanation, Prediction, Predictor
@@ -39,67 +40,122 @@ def predictor(folder: str) -> Predictor:
     return Predictor(folder)
 
 
-@st.cache_data(max_entries=64, show_spinner="Computing the heatmap...")
+APP_METHODS = [m for m in METHODS if m != "scorecam"]  # Score-CAM takes ~100 s on a CPU: offered by the CLI only
+CACHE_ENTRIES = 8  # results hold at most a 1024-pixel copy of the image (Explanation), so the cache stays small
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner="Computing the heatmap...")
 def explain(folder: str, data: bytes, method: str) -> Explanation:
     """Prediction and CAM of one image, cached so moving the opacity slider does not recompute them."""
     return predictor(folder).explain(data, method)
 
 
-@st.cache_data(max_entries=64, show_spinner="Predicting...")
-def predict_ensemble(folders: tuple[str, ...], data: bytes) -> Prediction:
-    return Ensemble([predictor(f) for f in folders]).predict(data)
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner="Predicting...")
+def predict(folders: tuple[str, ...], data: bytes) -> Prediction:
+    if len(folders) > 1:
+        return Ensemble([predictor(f) for f in folders]).predict(data)
+    return predictor(folders[0]).predict(data)
 
 
-def example_gallery() -> bytes | None:
-    """Buttons for the bundled example images; the chosen one's bytes (kept across reruns)."""
-    images = sorted(p for p in EXAMPLES.glob("*.jpg"))
+def bundle_metrics(folder: str) -> dict | None:
+    """The bundle's test-split metrics (``metrics.json`` written by ``dermxai evaluate``), when it has them."""
+    path = Path(folder) / "metrics.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def model_card(metrics: dict | None) -> None:
+    """How good the model is, with 95% CIs, from its test-split evaluation."""
+    with st.expander("How good is this model?"):
+        if not metrics:
+            st.markdown("This model has no test-split evaluation (`metrics.json`) in its folder.")
+            return
+        ci = metrics.get("ci95", {})
+
+        def cell(key: str) -> str:
+            low, high = ci.get(key, [None, None])
+            band = f" (95% CI {low:.0%}-{high:.0%})" if low is not None and high is not None else ""
+            return f"{metrics[key]:.0%}{band}" if metrics.get(key) is not None else "n/a"
+
+        st.markdown(
+            f"On {metrics['n']:,} held-out test images of lesions it never saw in training:\n\n"
+            f"- **Balanced accuracy** {cell('balanced_accuracy')}: the average share found of each of the 7 classes\n"
+            f"- **Melanoma recall** {cell('melanoma_recall')}: share of melanomas it called melanoma\n"
+            f"- **Skin-cancer flag** sensitivity {cell('malignant_sensitivity')}, specificity "
+            f"{cell('malignant_specificity')}\n\n"
+            "Dermoscopic images from other clinics or cameras may score lower. It is a teaching tool, not a doctor.")
+
+
+def example_gallery() -> tuple[bytes | None, str, str | None]:
+    """Compact chips for the bundled example images: the chosen one's bytes, name and true diagnosis."""
+    images = {path.stem.split("_", 1)[0] + " example": path for path in sorted(EXAMPLES.glob("*.jpg"))}
     if not images:
         st.info(f"No example images found in {EXAMPLES}.")
-        return None
-    columns = st.columns(len(images))
-    for column, path in zip(columns, images):
-        column.image(str(path), width="stretch")
-        if column.button(f"{path.stem.split('_', 1)[0]} example", key=f"example-{path.name}", width="stretch"):
-            st.session_state["example"] = str(path)
-    chosen = st.session_state.get("example")
-    return Path(chosen).read_bytes() if chosen else None
+        return None, "", None
+    choice = st.pills("Example images (from the test split, true diagnosis known)", list(images), key="example")
+    if not choice:
+        return None, "", None
+    path = images[choice]
+    return path.read_bytes(), path.name, path.name.split("_", 1)[0]
 
 
-def image_source() -> tuple[bytes | None, str]:
-    """The image the person chose (upload, camera or example) and a label for it."""
+def image_source() -> tuple[bytes | None, str, str | None]:
+    """The image the person chose (upload, camera or example), a label for it and its known diagnosis."""
     source = st.radio("Image source", ["Upload a photo", "Phone or web camera", "Example images"], horizontal=True)
     if source == "Upload a photo":
         upload = st.file_uploader("Dermoscopic image of one lesion", type=UPLOAD_TYPES)
-        return (upload.getvalue(), upload.name) if upload else (None, "")
+        return (upload.getvalue(), upload.name, None) if upload else (None, "", None)
     if source == "Phone or web camera":
         st.caption("Browsers allow the camera only on HTTPS pages or on localhost (see the sidebar).")
         shot = st.camera_input("Take a picture of the lesion")
-        return (shot.getvalue(), "camera picture") if shot else (None, "")
-    data = example_gallery()
-    return data, Path(st.session_state.get("example", "")).name
+        return (shot.getvalue(), "camera picture", None) if shot else (None, "", None)
+    return example_gallery()
 
 
 def probability_chart(prediction: Prediction) -> None:
+    """Horizontal bars on a fixed 0-100% axis, the top class highlighted."""
+    import altair as alt
+
     table = pd.DataFrame({"class": list(prediction.probabilities),
                           "probability": list(prediction.probabilities.values())})
-    st.bar_chart(table, x="class", y="probability", horizontal=True, sort=False, height=280,
-                 alt="Calibrated probability of each of the seven classes")
+    table["top"] = table["class"] == prediction.top_class
+    chart = alt.Chart(table).mark_bar().encode(
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="probability"),
+        y=alt.Y("class:N", sort=None, title=None),
+        color=alt.condition("datum.top", alt.value("#c0392b"), alt.value("#95a5a6")),
+        tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
+    ).properties(height=230)
+    st.altair_chart(chart, width="stretch")
 
 
-def show_result(prediction: Prediction) -> None:
-    top = prediction.top_class
-    info = advice.CLASSES.get(top)
+def show_result(prediction: Prediction, metrics: dict | None, example_label: str | None) -> None:
+    if prediction.out_of_distribution:
+        st.error(f"**No answer.** {advice.NOT_DERMOSCOPY}")
+        return
     if prediction.abstain:
         st.warning(advice.abstain_advice(prediction.abstain_reasons))
+        return
+    top = prediction.top_class
+    info = advice.CLASSES.get(top)
     st.subheader(f"Most similar to: {info.name if info else top} ({top})")
     st.markdown(f"Calibrated probability **{prediction.confidence:.0%}** · model `{prediction.model_id}`")
+    if example_label in advice.CLASSES:
+        verdict = "the model got it right" if example_label == top else "the model got it wrong"
+        st.markdown(f"**True diagnosis of this example:** {advice.CLASSES[example_label].name} "
+                    f"(`{example_label}`): {verdict}.")
     probability_chart(prediction)
     st.markdown(f"**Malignant score** ({' + '.join(MALIGNANT)}): **{prediction.malignant_score:.0%}**")
     message = advice.malignant_advice(prediction.malignant_score, prediction.malignant_threshold)
     (st.error if prediction.malignant_flag else st.info)(message)
+    malignant = (metrics or {}).get("malignant") or {}
+    if prediction.malignant_threshold is not None and malignant.get("sensitivity") is not None:
+        st.caption(advice.threshold_meaning(prediction.malignant_threshold, 0.9, malignant["sensitivity"],
+                                            malignant["specificity"]))
     if info:
         st.markdown(f"**About {info.name.lower()}.** {info.about}")
-        st.markdown(f"**What to do.** {info.advice}")
+    st.markdown(f"**What to do.** {advice.next_step(top, prediction.malignant_flag)}")
     with st.expander("The seven classes"):
         for code, item in advice.CLASSES.items():
             st.markdown(f"- **{item.name}** (`{code}`): {item.about} *{item.advice}*")
@@ -110,13 +166,17 @@ def sidebar(models: dict[str, Path]) -> tuple[list[str], str, float, bool]:
         names = list(models) + ([ENSEMBLE] if len(models) > 1 else [])
         choice = st.selectbox("Model", names, help="Bundles in models/ and any --model given to `dermxai app`.")
         show_cam = st.toggle("Show heatmap (Grad-CAM family)", value=True)
-        method = st.selectbox("Heatmap method", list(METHODS), disabled=not show_cam,
-                              help="scorecam is slow on a CPU (one forward pass per feature map).")
-        opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, disabled=not show_cam)
+        method = st.selectbox("Heatmap method", APP_METHODS, disabled=not show_cam,
+                              help="Score-CAM (minutes on a CPU) is available from `dermxai explain` only.")
+        opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.6, 0.05, disabled=not show_cam)
         st.divider()
-        url = lan_url(st.context.url)
+        url = phone_url(st.context.url, st.get_option("server.address"))
         st.markdown("**Open on a phone**")
-        st.image(qr_png(url), caption=url, width=180)
+        if url:
+            st.image(qr_png(url), caption=url, width=180)
+        else:
+            st.caption("This app listens on this machine only (127.0.0.1). To open it from a phone on the same "
+                       "network, start it with `dermxai app --address 0.0.0.0`.")
         st.caption("Phone browsers allow the camera only over **HTTPS** (or on localhost). On plain http:// the "
                    "upload works but the camera does not. Serve HTTPS with `dermxai app --ssl-cert cert.pem "
                    "--ssl-key key.pem` (Streamlit's `server.sslCertFile`/`server.sslKeyFile`); a self-signed "
@@ -128,7 +188,8 @@ def sidebar(models: dict[str, Path]) -> tuple[list[str], str, float, bool]:
 
 
 def main() -> None:
-    st.set_page_config(page_title="dermxai", page_icon="🔬", layout="wide")
+    st.set_page_config(page_title="dermxai", page_icon="🔬", layout="wide", menu_items={})
+    st.markdown("<style>[data-testid='stAppDeployButton']{display:none}</style>", unsafe_allow_html=True)
     st.title("dermxai: skin-lesion classifier with heatmaps")
     st.warning(f"**Not a medical device.** {advice.DISCLAIMER}")
     models = installed_bundles(arguments().model)
@@ -136,37 +197,31 @@ def main() -> None:
         st.error("No model bundle found: put one in models/default, set DERMXAI_MODEL, or pass --model.")
         st.stop()
     folders, method, opacity, show_cam = sidebar(models)
-    data, label = image_source()
+    model_card(bundle_metrics(folders[0]) if len(folders) == 1 else None)
+    data, label, diagnosis = image_source()
     if data is None:
         return
-    left, right = st.columns([1, 1])
-    try:
-        if len(folders) > 1:
-            prediction = predict_ensemble(tuple(folders), data)
-            explanation = explain(folders[0], data, method) if show_cam else None
-        elif show_cam:
+    with st.container():  # right under the compact picker, so the answer is in view after a tap
+        try:
+            prediction = predict(tuple(folders), data)
+        except InvalidImage as error:
+            st.error(f"Could not use {label or 'this file'}: {error}")
+            return
+        show_result(prediction, bundle_metrics(folders[0]), diagnosis)
+        if prediction.abstain or not show_cam:
+            return
+        original, overlay = st.columns(2)
+        original.image(data, caption="Your image", width="stretch")
+        with overlay:
             explanation = explain(folders[0], data, method)
-            prediction = explanation.prediction
-        else:
-            prediction, explanation = predictor(folders[0]).predict(data), None
-    except InvalidImage as error:
-        st.error(f"Could not use {label or 'this file'}: {error}")
-        return
-    with left:
-        if explanation is not None:
-            image = explanation.overlay(opacity)
             buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
+            explanation.overlay(opacity).save(buffer, format="PNG")
             caption = f"{explanation.method} heatmap for '{explanation.target_class}'"
             if len(folders) > 1:
                 caption += f" from {Path(folders[0]).name} (the first ensemble member)"
             st.image(buffer.getvalue(), caption=caption, width="stretch")
-            st.caption("Red areas influenced the prediction most. A heatmap shows where the model looked, "
-                       "not why, and not whether it was right.")
-        else:
-            st.image(data, caption=label, width="stretch")
-    with right:
-        show_result(prediction)
+        st.caption("Bright areas influenced the prediction most; areas the model ignored keep their own colours. "
+                   "A heatmap shows where the model looked, not why, and not whether it was right.")
 
 
 main()

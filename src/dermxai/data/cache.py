@@ -54,13 +54,19 @@ def load_resized(path: str, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_cover(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """Resize an RGB image to cover ``size`` (h, w), centre-crop the excess: the training preprocessing."""
+    """Resize an RGB image to cover ``size`` (h, w), centre-crop the excess: the training preprocessing.
+
+    The centred box is cut in the source's coordinates and resampled straight to ``size``, so no
+    intermediate larger than the output is ever allocated (a 20000x1 image would otherwise be scaled up to
+    3,000,000x150 before the crop).
+    """
     height, width = size
     scale = max(height / image.height, width / image.width)
-    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                           Image.BILINEAR)
-    left, top = (resized.width - width) // 2, (resized.height - height) // 2
-    return np.array(resized.crop((left, top, left + width, top + height)))
+    box_w, box_h = width / scale, height / scale
+    left, top = (image.width - box_w) / 2, (image.height - box_h) / 2
+    if scale == 1 and left == int(left) and top == int(top):
+        return np.array(image.crop((int(left), int(top), int(left) + width, int(top) + height)))
+    return np.array(image.resize((width, height), Image.BILINEAR, box=(left, top, left + box_w, top + box_h)))
 
 
 def build_cache(table: pd.DataFrame, cache_dir: str | Path, size: tuple[int, int], workers: int = 4) -> ImageCache:

@@ -1,8 +1,9 @@
-"""Calibration on the validation split: temperature scaling and the malignant threshold, stored in the bundle.
+"""Calibration on the validation split: decision rule, temperature, malignant threshold, abstention.
 
 ``calibrate_bundle`` computes validation logits once and runs each step of :data:`CALIBRATION_STEPS` on them
 in order; a step returns the config keys it sets (and may record figures under ``config["calibration"]``).
-Other parts of dermxai add their own step (e.g. the app's abstention parameters) by appending to that list.
+The first step fits the decision rule (logit adjustment towards balanced accuracy); every later step works
+on the adjusted logits, so temperature, threshold and abstention are fitted on what is served.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ import numpy as np
 import torch
 
 from dermxai.data.labels import CLASSES
-from dermxai.evaluation.metrics import (expected_calibration_error, malignant_scores, malignant_truth,
+from dermxai.evaluation.metrics import (balanced_accuracy, expected_calibration_error, malignant_scores, malignant_truth,
                                         negative_log_likelihood, operating_point)
-from dermxai.probabilities import softmax
+from dermxai.probabilities import decision_logits, logit_adjustment, softmax, temperature
+
+TAU_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Coarse grid of logit-adjustment strengths: one scalar, not per-class biases, which overfit ~1,500 images."""
+TAU_TOLERANCE = 0.01
+"""A larger tau must beat the smallest one within this much validation balanced accuracy to be chosen."""
 
 DEFAULT_TARGET_SENSITIVITY = 0.90
 
@@ -63,6 +69,26 @@ class ValidationSet:
     image_ids: list[str]
     classes: list[str]
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
+    train_counts: np.ndarray | None = None  # training images per class (the prior of logit adjustment)
+
+
+def decision_step(val: ValidationSet, config: dict) -> dict:
+    """Choose the logit-adjustment strength tau on validation balanced accuracy (none without train counts).
+
+    The smallest tau of :data:`TAU_GRID` within :data:`TAU_TOLERANCE` of the best is taken: a stronger
+    shift away from the training prior must earn its place on validation.
+    """
+    if val.train_counts is None or (np.asarray(val.train_counts) <= 0).any():
+        return {}  # no prior to adjust for (e.g. a class absent from training): plain argmax
+    scores = {tau: balanced_accuracy(val.labels, (val.logits + logit_adjustment(val.train_counts, tau)).argmax(1),
+                                     len(val.classes)) for tau in TAU_GRID}
+    best = max(scores.values())
+    tau = min(t for t, score in scores.items() if score >= best - TAU_TOLERANCE)
+    record = {"decision_rule": "logit adjustment: argmax(logits - tau * log train prior)", "tau": tau,
+              "val_bacc_by_tau": {str(t): round(v, 4) for t, v in scores.items()},
+              "train_counts": [int(c) for c in val.train_counts]}
+    return {"logit_bias": [float(b) for b in logit_adjustment(val.train_counts, tau)],
+            "calibration": {**config.get("calibration", {}), **record}}
 
 
 CalibrationStep = Callable[[ValidationSet, dict], dict]
@@ -70,19 +96,20 @@ CalibrationStep = Callable[[ValidationSet, dict], dict]
 
 def temperature_step(val: ValidationSet, config: dict) -> dict:
     """Fit the temperature; record validation ECE and NLL before and after."""
-    before = softmax(val.logits)
-    temperature = fit_temperature(val.logits, val.labels)
-    after = softmax(val.logits, temperature)
+    logits = decision_logits(val.logits, config)
+    before = softmax(logits)
+    fitted = fit_temperature(logits, val.labels)
+    after = softmax(logits, fitted)
     record = {"ece_before": expected_calibration_error(val.labels, before),
               "ece_after": expected_calibration_error(val.labels, after),
               "nll_before": negative_log_likelihood(val.labels, before),
               "nll_after": negative_log_likelihood(val.labels, after)}
-    return {"temperature": temperature, "calibration": {**config.get("calibration", {}), **record}}
+    return {"temperature": fitted, "calibration": {**config.get("calibration", {}), **record}}
 
 
 def threshold_step(val: ValidationSet, config: dict) -> dict:
     """Choose the malignant threshold on calibrated probabilities for the target sensitivity."""
-    probs = softmax(val.logits, config.get("temperature", 1.0))
+    probs = softmax(decision_logits(val.logits, config), temperature(config))
     threshold = malignant_threshold(probs, val.labels, val.target_sensitivity, val.classes)
     point = operating_point(val.labels, probs, val.classes, threshold)
     record = {"target_sensitivity": val.target_sensitivity, "val_sensitivity": point["sensitivity"],
@@ -95,16 +122,17 @@ def abstention_step(val: ValidationSet, config: dict) -> dict:
     """The app's abstention thresholds (``dermxai.inference.ood``), accepting 95% of validation images."""
     from dermxai.inference.ood import fit_abstention
 
-    return {"abstain": fit_abstention(val.logits, config.get("temperature", 1.0))}
+    return {"abstain": fit_abstention(decision_logits(val.logits, config), temperature(config))}
 
 
-CALIBRATION_STEPS: list[CalibrationStep] = [temperature_step, threshold_step, abstention_step]
+CALIBRATION_STEPS: list[CalibrationStep] = [decision_step, temperature_step, threshold_step, abstention_step]
 """Run in order by :func:`calibrate_config`; append a step to fit more parameters on the same logits."""
 
 
 def calibrate_config(val: ValidationSet, config: dict, steps: Sequence[CalibrationStep] | None = None) -> dict:
     """A copy of ``config`` with every step's keys applied in turn (each step sees the previous ones)."""
-    updated = {**config, "calibration": {"n_val": len(val.labels)}}
+    updated = {**config, "calibration": {"n_val": len(val.labels)}, "temperature": 1.0}
+    updated.pop("logit_bias", None)
     for step in CALIBRATION_STEPS if steps is None else steps:
         updated.update(step(val, updated))
     return updated
@@ -115,6 +143,14 @@ def write_config(bundle: Path, config: dict) -> None:
     partial = Path(bundle) / f"config.json.{os.getpid()}.partial"
     partial.write_text(json.dumps(config, indent=2, default=str))
     os.replace(partial, Path(bundle) / "config.json")
+
+
+def train_counts(data: Path, split: Path, classes: list[str], images: Path | None = None) -> np.ndarray:
+    """Training images per class in ``split`` (the prior the model was trained towards)."""
+    from dermxai.evaluation.evaluate import from_split
+
+    dx = from_split(data, split, "train", images).table["dx"]
+    return np.array([int((dx == c).sum()) for c in classes])
 
 
 def calibrate_bundle(bundle: Path, data: Path, split: Path, target: float = DEFAULT_TARGET_SENSITIVITY, *,
@@ -133,7 +169,7 @@ def calibrate_bundle(bundle: Path, data: Path, split: Path, target: float = DEFA
     pixels = load_images(val_set.table, (config["height"], config["width"]), cache_dir, val_set.full_table)
     val = ValidationSet(predict_logits(model, config, pixels, batch_size=batch_size),
                         val_set.table["dx"].map(classes.index).to_numpy(), val_set.table["image_id"].tolist(),
-                        classes, target)
+                        classes, target, train_counts(data, split, classes, images))
     updated = calibrate_config(val, config, steps)
     updated["calibration"]["split"] = str(split)
     write_config(Path(bundle), updated)

@@ -16,9 +16,9 @@ from dermxai import __version__
 from dermxai.data import load_dataset
 from dermxai.data.index import DatasetError
 from dermxai.data.splits import read_split
-from dermxai.probabilities import softmax
+from dermxai.probabilities import served_probabilities, softmax, temperature
 from dermxai.evaluation.contract import check_metrics
-from dermxai.evaluation.metrics import bootstrap_ci, classification_report, expected_calibration_error, \
+from dermxai.evaluation.metrics import balanced_accuracy, bootstrap_ci, classification_report, expected_calibration_error, \
     negative_log_likelihood, malignant_scores, scalar_metrics
 from dermxai.evaluation.predict import load_images, predict_logits
 from dermxai.evaluation.subgroups import subgroup_table
@@ -65,7 +65,8 @@ def provenance(bundle: Path, config: dict, command: str, eval_set: EvalSet) -> d
         "best_epoch": config.get("best_epoch"), "val_bacc": config.get("val_bacc"),
         "train_time_s": config.get("train_time_s", config.get("wall_time_s")),
         "train_hardware": config.get("hardware"), "seed": config.get("seed"),
-        "split_fingerprint": config.get("split_fingerprint"), "temperature": config.get("temperature", 1.0),
+        "split_fingerprint": config.get("split_fingerprint"), "temperature": temperature(config),
+        "logit_bias": config.get("logit_bias"),
         "thresholds": config.get("thresholds", {}), "eval_hardware": describe_machine(), "command": command,
         "evaluated_on": eval_set.source, "dermxai_version": __version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -86,19 +87,20 @@ def evaluate(bundle: Path, eval_set: EvalSet, out: Path, *, tta: bool = False, n
     logits = predict_logits(model, config, images, tta=tta, batch_size=batch_size)
     seconds = time.perf_counter() - start
     y = eval_set.table["dx"].map(classes.index).to_numpy()
-    temperature = float(config.get("temperature", 1.0))
     threshold = config.get("thresholds", {}).get("malignant")
     threshold_source = "bundle (chosen on validation)" if threshold is not None else \
         f"default {DEFAULT_MALIGNANT_THRESHOLD} (bundle not calibrated)"
     threshold = DEFAULT_MALIGNANT_THRESHOLD if threshold is None else float(threshold)
-    raw, probs = softmax(logits), softmax(logits, temperature)
+    raw, probs = softmax(logits), served_probabilities(logits, config)
 
     metrics = {"n": int(len(y)), "classes": classes, **classification_report(y, probs, classes, threshold)}
     metrics["ci95"] = bootstrap_ci(lambda i: scalar_metrics(y[i], probs[i], classes, threshold),
                                    eval_set.groups, n_bootstrap, seed)
     metrics.update({
+        "balanced_accuracy_argmax": balanced_accuracy(y, raw.argmax(1), len(classes)),
+        "decision_rule": "argmax of softmax((logits + logit_bias) / T)" if config.get("logit_bias") else "argmax",
         "ece_uncalibrated": expected_calibration_error(y, raw), "nll": negative_log_likelihood(y, probs),
-        "nll_uncalibrated": negative_log_likelihood(y, raw), "temperature": temperature,
+        "nll_uncalibrated": negative_log_likelihood(y, raw), "temperature": temperature(config),
         "malignant_threshold_source": threshold_source, "tta": tta,
         "tta_views": (8 if config["height"] == config["width"] else 4) if tta else 1,
         "inference_s": round(seconds, 2),

@@ -77,6 +77,12 @@ def operating_point(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], th
     return {"threshold": float(threshold), "sensitivity": float(sensitivity), "specificity": float(specificity)}
 
 
+def balanced_accuracy(y: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
+    """Mean recall over the classes present in ``y``."""
+    scores = per_class_scores(confusion(y, predicted, n_classes))
+    return float(scores["recall"][scores["support"] > 0].mean())
+
+
 def scalar_metrics(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], threshold: float) -> dict[str, float]:
     """The headline numbers (see :data:`HEADLINE`) for one set of predictions."""
     n_classes = len(classes)

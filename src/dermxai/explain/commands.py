@@ -61,7 +61,7 @@ def explain_command(
         "--mask", help="Lesion mask to outline (default: <id>_segmentation.png beside the image).")] = None,
 ) -> None:
     """Draw the image, its CAM overlay and the predicted class with its calibrated probability."""
-    from dermxai.explain.cams import METHODS, check_method
+    from dermxai.inference.cams import METHODS, check_method
     from dermxai.explain.figures import Panel, panel_grid
     from dermxai.explain.io import mask_next_to, read_mask
     from dermxai.inference.bundles import default_bundle
@@ -92,7 +92,7 @@ def explain_compare_command(
     method: MethodOption = "gradcam",
 ) -> None:
     """Grid of CAMs: rows are images, columns are models, lesion mask outlined where one exists."""
-    from dermxai.explain.cams import check_method
+    from dermxai.inference.cams import check_method
     from dermxai.explain.figures import Panel, panel_grid
     from dermxai.explain.io import image_id_of, mask_next_to, read_mask
     from dermxai.inference.predictor import Predictor

@@ -22,11 +22,11 @@ from PIL import Image, ImageFilter
 from dermxai.data.index import load_dataset
 from dermxai.data.splits import read_split
 from dermxai.explain import scores
-from dermxai.explain.cams import check_method, explain
+from dermxai.inference.cams import check_method, explain
 from dermxai.explain.io import read_image, read_mask
 from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
-from dermxai.probabilities import softmax
+from dermxai.probabilities import served_probabilities, temperature
 
 METRICS = ("in_mask_energy", "pointing_game", "deletion_auc", "insertion_auc")
 BLUR_SHARE = 0.1  # Gaussian blur radius of the "removed" image, as a share of the longer input side
@@ -35,8 +35,8 @@ BASELINES = ("uniform", "gaussian")
 
 
 def probabilities(logits: torch.Tensor, config: dict) -> np.ndarray:
-    """Calibrated class probabilities: softmax(logits / temperature)."""
-    return softmax(logits.detach().float().cpu().numpy(), float(config.get("temperature", 1.0)))
+    """Served class probabilities (the bundle's decision rule and temperature)."""
+    return served_probabilities(logits.detach().float().cpu().numpy(), config)
 
 
 def blurred(image: np.ndarray) -> np.ndarray:
@@ -212,12 +212,12 @@ def _provenance(command, bundle, config, data, split, subset, limit, slow_limit,
     return {
         "command": command,
         "bundle": str(bundle), "arch": config["arch"], "input": [config["height"], config["width"]],
-        "weights": config.get("weights"), "temperature": config.get("temperature", 1.0),
+        "weights": config.get("weights"), "temperature": temperature(config),
         "split_fingerprint": config.get("split_fingerprint"), "data": str(data), "split": str(split),
         "subset": subset, "limit": limit, "slow_methods_limit": {m: slow_limit for m in SLOW_METHODS},
         "order": f"images with a mask, sorted by id, shuffled with seed {seed}",
         "removal": f"pixels replaced by a Gaussian blur (radius {BLUR_SHARE} x longer input side) of the image",
-        "steps": steps, "target": "the predicted class; probabilities softmax(logits / temperature)",
+        "steps": steps, "target": "the predicted class; served probabilities",
         "bootstrap": {"n": n_boot, "seed": seed, "unit": "lesion_group of the split file", "ci": "percentile 95%"},
         "wall_time_s": round(wall, 1), "threads": torch.get_num_threads(), "machine": platform.machine(),
         "versions": {p: version(p) for p in ("torch", "timm", "grad-cam", "numpy")},

@@ -1,13 +1,17 @@
 """Logits backends for serving: ONNX Runtime when the bundle holds a matching ``model.onnx``, else PyTorch.
 
-Both take a normalised float32 batch (N, 3, H, W) and return float32 logits (N, classes). An exported graph
-records the SHA-256 of the ``model.safetensors`` it came from; a stale ``model.onnx`` (weights changed since
-export) is ignored, so the two backends can never disagree silently.
+Both take a normalised float32 batch (N, 3, H, W) and return float32 logits (N, classes) and, when the
+bundle has an out-of-distribution gate layer, the gate's features (N, D) from the same pass. An exported graph
+records the SHA-256 of the ``model.safetensors`` it came from and of the config fields that shape its input
+and output; a stale ``model.onnx`` (weights or config changed since export) or an unreadable one is ignored
+with a warning, and a graph whose outputs disagree with the bundle's classes is refused, so the two backends
+can never disagree silently.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from pathlib import Path
 
@@ -20,6 +24,14 @@ if TYPE_CHECKING:
 
 ONNX_NAME = "model.onnx"
 WEIGHTS_KEY = "dermxai.weights_sha256"
+CONFIG_KEY = "dermxai.config_sha256"
+GRAPH_FIELDS = ("arch", "classes", "height", "width", "mean", "std", "gate_layer")
+
+
+def config_digest(config: dict) -> str:
+    """SHA-256 of the config fields an exported graph depends on."""
+    fields = {key: config.get(key) for key in GRAPH_FIELDS}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def weights_digest(bundle_dir: str | Path) -> str:
@@ -50,29 +62,45 @@ class OnnxBackend:
         self.input_name = self.session.get_inputs()[0].name
         self.metadata = self.session.get_modelmeta().custom_metadata_map
 
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (N, classes) and gate features (N, D) or None, of a normalised float32 batch (N, 3, H, W)."""
+        results = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return results[0], (results[1] if len(results) > 1 else None)
+
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Logits (N, classes) of a normalised float32 batch (N, 3, H, W)."""
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.outputs(batch)[0]
 
 
 class TorchBackend:
-    """PyTorch eager on the CPU, under ``inference_mode``."""
+    """PyTorch eager on the CPU, under ``inference_mode``; gate features when ``gate_layer`` is given."""
 
     name = "pytorch"
 
-    def __init__(self, model: nn.Module, threads: int | None = None) -> None:
+    def __init__(self, model: nn.Module, threads: int | None = None, gate_layer: str | None = None) -> None:
         import torch
 
+        from dermxai.models.features import WithFeatures
+
         self.model = model.eval()
+        self.with_features = WithFeatures(self.model, gate_layer).eval() if gate_layer else None
         if threads:
             torch.set_num_threads(threads)
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Logits (N, classes) of a normalised float32 batch (N, 3, H, W)."""
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (N, classes) and gate features (N, D) or None, of a normalised float32 batch (N, 3, H, W)."""
         import torch
 
         with torch.inference_mode():
-            return self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            if self.with_features is None:
+                return self.model(x).numpy(), None
+            logits, features = self.with_features(x)
+            return logits.numpy(), features.numpy()
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) of a normalised float32 batch (N, 3, H, W)."""
+        return self.outputs(batch)[0]
 
 
 def load_backend(bundle_dir: str | Path, threads: int | None = None, prefer_onnx: bool = True,
@@ -80,15 +108,31 @@ def load_backend(bundle_dir: str | Path, threads: int | None = None, prefer_onnx
     """ONNX Runtime on ``bundle_dir/model.onnx`` when present and exported from these weights, else PyTorch eager.
 
     ``model``: the bundle's PyTorch model when the caller has already loaded it (it is then not loaded again).
+    The PyTorch backend returns the gate features of the architecture's gate layer; the ONNX one those of
+    the graph (none when it was exported without them). Only the PyTorch path imports torch.
     """
-    from dermxai.models.bundle import load_bundle
+    from dermxai.models.bundle import BundleError, gate_layer, load_bundle, read_config
 
     bundle_dir = Path(bundle_dir)
     onnx_path = bundle_dir / ONNX_NAME
     if prefer_onnx and onnx_path.is_file():
-        backend = OnnxBackend(onnx_path, threads)
-        if backend.metadata.get(WEIGHTS_KEY) == weights_digest(bundle_dir):
-            return backend
-        warnings.warn(f"{onnx_path} was not exported from this bundle's weights (re-run `dermxai export`); "
-                      "using PyTorch instead", stacklevel=2)
-    return TorchBackend(model if model is not None else load_bundle(bundle_dir)[0], threads)
+        config = read_config(bundle_dir)
+        try:
+            backend = OnnxBackend(onnx_path, threads)
+        except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
+            warnings.warn(f"{onnx_path} cannot be read ({type(error).__name__}); using PyTorch instead", stacklevel=2)
+        else:
+            width = backend.session.get_outputs()[0].shape[-1]
+            if isinstance(width, int) and width != len(config["classes"]):
+                raise BundleError(f"{onnx_path} outputs {width} classes but config.json names "
+                                  f"{len(config['classes'])}; re-export the bundle with `dermxai export`")
+            if backend.metadata.get(WEIGHTS_KEY) == weights_digest(bundle_dir) and \
+                    backend.metadata.get(CONFIG_KEY) == config_digest(config):
+                return backend
+            warnings.warn(f"{onnx_path} was not exported from this bundle's weights and config (re-run "
+                          "`dermxai export`); using PyTorch instead", stacklevel=2)
+    if model is None:
+        model, config = load_bundle(bundle_dir)
+    else:
+        config = read_config(bundle_dir)
+    return TorchBackend(model, threads, gate_layer(config))

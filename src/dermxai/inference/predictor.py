@@ -19,11 +19,13 @@ from PIL import Image
 
 from dermxai.data.cache import resize_cover
 from dermxai.data.labels import CLASS_NAMES, MALIGNANT
+from dermxai.inference.feature_gate import FeatureGate, load_gate
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
 from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend, weights_digest
 from dermxai.inference.preprocess import to_array, to_batch
 from dermxai.models.bundle import load_bundle, read_config
+from dermxai.probabilities import decision_logits, temperature
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Prediction:
     malignant_threshold: float | None  # None: the bundle has no validated threshold, so no flag
     abstain_reasons: list[str] = field(default_factory=list)
     energy: float | None = None
+    out_of_distribution: bool = False  # the feature gate found the image unlike dermoscopy of one lesion
+    ood_score: float | None = None
 
     @property
     def top_class(self) -> str:
@@ -61,15 +65,23 @@ class Prediction:
             "malignant": {"score": self.malignant_score, "threshold": self.malignant_threshold,
                           "flagged": self.malignant_flag, "classes": list(MALIGNANT)},
             "abstain": self.abstain, "abstain_reasons": self.abstain_reasons, "energy": self.energy,
+            "out_of_distribution": self.out_of_distribution, "ood_score": self.ood_score,
         }
 
 
+EXPLANATION_SIDE = 1024  # longest side of the image an Explanation keeps (caches hold Explanations)
+OOD_REASON = ("this does not look like a dermoscopic image of a single skin lesion: its colours and textures are "
+              "unlike every image the model was trained on, so any diagnosis would be a guess")
+
+
 def make_prediction(model_id: str, classes: list[str], probabilities: np.ndarray, threshold: float | None,
-                    reasons: list[str], energy_score: float | None = None) -> Prediction:
+                    reasons: list[str], energy_score: float | None = None, ood_score: float | None = None,
+                    out_of_distribution: bool = False) -> Prediction:
     """A Prediction from calibrated probabilities in ``classes`` order."""
     probs = {c: float(p) for c, p in zip(classes, probabilities)}
     malignant = sum(probs[c] for c in MALIGNANT if c in probs)
-    return Prediction(model_id, probs, float(malignant), threshold, reasons, energy_score)
+    return Prediction(model_id, probs, float(malignant), threshold, reasons, energy_score, out_of_distribution,
+                      ood_score)
 
 
 @dataclass(frozen=True)
@@ -82,15 +94,21 @@ class Explanation:
     method: str
     target_class: str
 
-    def overlay(self, opacity: float = 0.45, width: int = 480, colormap: str = "jet") -> Image.Image:
-        """The CAM blended over the image, cropped as the model saw it, ``width`` pixels wide."""
+    def overlay(self, opacity: float = 0.6, width: int = 480, colormap: str = "turbo") -> Image.Image:
+        """The CAM over the image, cropped as the model saw it, ``width`` pixels wide.
+
+        Each pixel's opacity is ``opacity`` times its CAM value, so regions the model ignored keep their own
+        colours and the lesion stays visible under the heat.
+        """
         import matplotlib
 
         height = round(width * self.cam.shape[0] / self.cam.shape[1])
         base = resize_cover(self.image, (height, width)).astype(np.float32)
-        cam = np.asarray(Image.fromarray(self.cam.astype(np.float32), "F").resize((width, height), Image.BILINEAR))
-        heat = matplotlib.colormaps[colormap](np.clip(cam, 0, 1))[..., :3] * 255
-        return Image.fromarray(np.uint8(np.clip((1 - opacity) * base + opacity * heat, 0, 255)))
+        cam = np.clip(np.asarray(Image.fromarray(self.cam.astype(np.float32), "F").resize((width, height),
+                                                                                          Image.BILINEAR)), 0, 1)
+        heat = matplotlib.colormaps[colormap](cam)[..., :3] * 255
+        alpha = (opacity * cam)[..., None]
+        return Image.fromarray(np.uint8(np.clip((1 - alpha) * base + alpha * heat, 0, 255)))
 
 
 def model_id(folder: Path) -> str:
@@ -105,10 +123,14 @@ class Predictor:
                  prefer_onnx: bool = True) -> None:
         self.folder = Path(bundle)
         self.config = read_config(self.folder)
+        self.gate: FeatureGate | None = load_gate(self.folder)
         self.backend: OnnxBackend | TorchBackend = load_backend(self.folder, prefer_onnx=prefer_onnx)
+        if self.gate is not None and isinstance(self.backend, OnnxBackend) and len(self.backend.session.get_outputs()) < 2:
+            # a graph exported before the gate existed has no features output: serve on PyTorch (re-export it)
+            self.backend = load_backend(self.folder, prefer_onnx=False)
         self.model_id = model_id(self.folder)
         self.classes: list[str] = list(self.config["classes"])
-        self.temperature = float(self.config.get("temperature", 1.0))
+        self.temperature = temperature(self.config)
         self.threshold: float | None = (self.config.get("thresholds") or {}).get("malignant")
         self.abstain_params: dict | None = self.config.get("abstain") or None
         self.size = (int(self.config["height"]), int(self.config["width"]))
@@ -128,37 +150,55 @@ class Predictor:
         """Upright RGB image from untrusted bytes (validated; raises InvalidImage) or an upright PIL image."""
         return read_image(data, self.max_bytes, self.max_pixels) if isinstance(data, bytes) else to_rgb(data)
 
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        """Raw logits (N, C) of preprocessed uint8 images (N, H, W, 3) at the bundle's input size."""
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw logits (N, C) and gate features (N, D) or None of uint8 images (N, H, W, 3) at the input size."""
         batch = to_array(images, self.config)
         with self._lock:
-            return self.backend.logits(batch)
+            return self.backend.outputs(batch)
 
-    def interpret(self, logits: np.ndarray) -> Prediction:
-        """Calibrated prediction, malignant score and abstention from one image's logits."""
-        probs = calibrated_probabilities(logits, self.temperature)
-        reasons = abstain_reasons(logits, self.temperature, self.abstain_params)
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Raw logits (N, C) of preprocessed uint8 images (N, H, W, 3) at the bundle's input size."""
+        return self.outputs(images)[0]
+
+    def interpret(self, logits: np.ndarray, features: np.ndarray | None = None) -> Prediction:
+        """Served prediction (decision rule, then calibration), malignant score and abstention from raw logits.
+
+        ``features``: the image's gate features; when the bundle has a gate and they are out of its range, the
+        prediction is withheld as out-of-distribution, before and above every other reason.
+        """
+        adjusted = decision_logits(logits[None], self.config)[0]
+        probs = calibrated_probabilities(adjusted, self.temperature)
+        reasons = abstain_reasons(adjusted, self.temperature, self.abstain_params)
+        ood_score, outside = None, False
+        if self.gate is not None and features is not None:
+            ood_score = float(self.gate.scores(features[None])[0])
+            outside = ood_score > self.gate.threshold
+            if outside:
+                reasons.insert(0, OOD_REASON)
         return make_prediction(self.model_id, self.classes, probs, self.threshold, reasons,
-                               float(energy(logits, self.temperature)))
+                               float(energy(adjusted, self.temperature)), ood_score, outside)
 
     def predict(self, data: bytes | Image.Image) -> Prediction:
-        """The calibrated prediction for one image (bytes are validated first)."""
+        """The served prediction for one image (bytes are validated first)."""
         array = resize_cover(self.load(data), self.size)
-        return self.interpret(self.logits(array[None])[0])
+        logits, features = self.outputs(array[None])
+        return self.interpret(logits[0], None if features is None else features[0])
 
     def explain(self, data: bytes | Image.Image, method: str = "gradcam",
                 target_class: str | None = None) -> Explanation:
         """Prediction and CAM from one forward pass; the CAM is for ``target_class`` (default: the top class)."""
-        from dermxai.explain.cams import explain
+        from dermxai.inference.cams import explain
 
         if target_class is not None and target_class not in self.classes:
             raise ValueError(f"unknown class {target_class!r}: use one of {', '.join(self.classes)}")
         image = self.load(data)
-        batch = to_batch(resize_cover(image, self.size)[None], self.config)
+        resized = resize_cover(image, self.size)[None]
+        image.thumbnail((EXPLANATION_SIDE, EXPLANATION_SIDE))  # kept for overlays: bounded, whatever the upload
+        features = self.outputs(resized)[1] if self.gate is not None else None  # the gate reads the served graph
         targets = None if target_class is None else [self.classes.index(target_class)]
         with self._lock:
-            cams, logits = explain(self.model, self.config, batch, method, targets)
-        prediction = self.interpret(logits[0].numpy())
+            cams, logits = explain(self.model, self.config, to_batch(resized, self.config), method, targets)
+        prediction = self.interpret(logits[0].numpy(), None if features is None else features[0])
         return Explanation(prediction, cams[0], image, method, target_class or prediction.top_class)
 
 

@@ -29,6 +29,7 @@ class Architecture:
     builder: str  # the name that library builds
     classifier: str  # attribute path of the final linear layer
     cam_layer: str  # attribute path of the CAM target layer
+    gate_layer: str | None = None  # middle-depth layer whose statistics feed the out-of-distribution gate
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -36,10 +37,11 @@ class Architecture:
 REGISTRY: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("resnet18", "torchvision", "resnet18", "fc", "layer4"),
-        Architecture("densenet121", "torchvision", "densenet121", "classifier", "features.norm5"),
-        Architecture("efficientnet_b0", "torchvision", "efficientnet_b0", "classifier.1", "features.8"),
-        Architecture("efficientnet_lite0", "timm", "tf_efficientnet_lite0", "classifier", "bn2",
+        Architecture("resnet18", "torchvision", "resnet18", "fc", "layer4", "layer3"),
+        Architecture("densenet121", "torchvision", "densenet121", "classifier", "features.norm5",
+                     "features.denseblock3"),
+        Architecture("efficientnet_b0", "torchvision", "efficientnet_b0", "classifier.1", "features.8", "features.6"),
+        Architecture("efficientnet_lite0", "timm", "tf_efficientnet_lite0", "classifier", "bn2", "blocks.5",
                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
     )
 }
@@ -55,7 +57,9 @@ def architecture(name: str) -> Architecture:
         raise ValueError(f"unknown architecture {name!r}: use one of {', '.join(REGISTRY)} or any timm model name")
     model = timm.create_model(name, pretrained=False, num_classes=2)
     config = model.pretrained_cfg
-    return Architecture(name, "timm", name, config.get("classifier", "head"), _last_feature_layer(model),
+    stages = getattr(model, "feature_info", None) or []
+    gate = stages[-2]["module"] if len(stages) >= 2 and isinstance(stages[-2], dict) else None
+    return Architecture(name, "timm", name, config.get("classifier", "head"), _last_feature_layer(model), gate,
                         tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD)))
 
 

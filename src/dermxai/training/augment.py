@@ -8,23 +8,11 @@ affine resampling plus per-image colour factors.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Ranges of the random transforms (``enabled=False`` turns augmentation off)."""
-
-    enabled: bool = True
-    max_rotation_deg: float = 15.0
-    scale: tuple[float, float] = (0.8, 1.0)  # fraction of the image side kept (random resized crop)
-    max_translate: float = 0.1  # fraction of the half-side
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
+from dermxai.training.config import AugmentConfig
 
 
 def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

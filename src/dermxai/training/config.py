@@ -1,10 +1,23 @@
-"""The training recipe: one dataclass, readable like a list of ingredients, saved with every run."""
+"""The training recipe: one dataclass, readable like a list of ingredients, saved with every run (no torch)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from dermxai.training.augment import AugmentConfig
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")  # Lightning's names; auto: see training/precision.py
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random transforms (``enabled=False`` turns augmentation off)."""
+
+    enabled: bool = True
+    max_rotation_deg: float = 15.0
+    scale: tuple[float, float] = (0.8, 1.0)  # fraction of the image side kept (random resized crop)
+    max_translate: float = 0.1  # fraction of the half-side
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
 
 
 @dataclass
@@ -26,12 +39,35 @@ class TrainConfig:
     # (shuffled batches + class-weighted cross-entropy, 0.552; see README "Class imbalance").
     loss: str = "ce"  # ce | focal
     class_weighted: bool = True
+    class_weight_power: float = 1.0  # weights (1 / class count) ** power: 1 inverse, 0.5 square-root inverse
     balanced_sampler: bool = False
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # exponential moving average of the weights (0: off); validation and the bundle use it
     patience: int = 5  # early stopping on validation balanced accuracy
+    precision: str = "auto"  # auto | 32-true | bf16-mixed | 16-mixed (Lightning's names; see training/precision.py)
     seed: int = 0
     limit_train_batches: float | int = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.height >= 16 and self.width >= 16, f"--height/--width must be at least 16 pixels, not {self.height}x{self.width}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
+            (self.batch_size >= 2, f"--batch-size must be at least 2, not {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, not {self.lr}"),
+            (self.backbone_lr_scale >= 0, f"--backbone-lr-scale must be >= 0, not {self.backbone_lr_scale}"),
+            (0 <= self.freeze_epochs <= self.epochs, f"--freeze-epochs must be between 0 and --epochs, not {self.freeze_epochs}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), not {self.label_smoothing}"),
+            (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), not {self.ema_decay}"),
+            (self.class_weight_power >= 0, f"--class-weight-power must be >= 0, not {self.class_weight_power}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"),
+            (self.patience >= 1, f"--patience must be at least 1, not {self.patience}"),
+            (self.limit_train_batches > 0, f"--limit-train-batches must be positive, not {self.limit_train_batches}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
     def to_dict(self) -> dict:
         return asdict(self)

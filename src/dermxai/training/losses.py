@@ -22,15 +22,17 @@ class FocalLoss(nn.Module):
         return ((1 - p_true) ** self.gamma * ce).mean()
 
 
-def class_weights(counts: torch.Tensor) -> torch.Tensor:
-    """Inverse-frequency weights normalised to mean 1 (absent classes get weight 0)."""
-    weights = torch.where(counts > 0, counts.sum() / counts.clamp(min=1), torch.zeros_like(counts, dtype=torch.float))
+def class_weights(counts: torch.Tensor, power: float = 1.0) -> torch.Tensor:
+    """Inverse-frequency weights ``(total / count) ** power`` normalised to mean 1 (absent classes get 0)."""
+    inverse = counts.sum() / counts.clamp(min=1)
+    weights = torch.where(counts > 0, inverse ** power, torch.zeros_like(counts, dtype=torch.float))
     return weights / weights[counts > 0].mean()
 
 
-def build_loss(kind: str, counts: torch.Tensor, weighted: bool, label_smoothing: float) -> nn.Module:
-    """``kind`` is ``ce`` or ``focal``; ``weighted`` applies inverse-frequency class weights."""
-    weight = class_weights(counts.float()) if weighted else None
+def build_loss(kind: str, counts: torch.Tensor, weighted: bool, label_smoothing: float,
+               weight_power: float = 1.0) -> nn.Module:
+    """``kind`` is ``ce`` or ``focal``; ``weighted`` applies inverse-frequency class weights to ``weight_power``."""
+    weight = class_weights(counts.float(), weight_power) if weighted else None
     if kind == "ce":
         return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
     if kind == "focal":

@@ -7,6 +7,7 @@ import math
 import lightning as L
 import torch
 from torch import nn
+from timm.utils import ModelEmaV3
 from torchmetrics.classification import MulticlassAccuracy
 
 from dermxai.data.labels import CLASSES
@@ -20,25 +21,36 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Classifier(L.LightningModule):
-    """Fine-tunes a backbone with a new head; validation balanced accuracy drives model selection."""
+    """Fine-tunes a backbone with a new head; validation balanced accuracy drives model selection.
+
+    With ``config.ema_decay > 0`` an exponential moving average of the weights (timm's ``ModelEmaV3``) is
+    kept beside the trained model, validated in its place, checkpointed with it and shipped in the bundle.
+    """
 
     def __init__(self, model: nn.Module, arch: Architecture, config: TrainConfig, loss: nn.Module) -> None:
         super().__init__()
+        model = model.to(memory_format=torch.channels_last)
         self.model, self.arch, self.config, self.loss = model, arch, config, loss
+        self.ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) if config.ema_decay > 0 else None
         self.register_buffer("mean", torch.tensor(arch.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(arch.std).view(1, 3, 1, 1), persistent=False)
         self.train_bacc = MulticlassAccuracy(len(CLASSES), average="macro")
         self.val_bacc = MulticlassAccuracy(len(CLASSES), average="macro")
         self.val_acc = MulticlassAccuracy(len(CLASSES), average="micro")
-        self.head_prefix = f"model.{arch.classifier.rpartition('.')[0] or arch.classifier}"
+        self.head_prefix = arch.classifier.rpartition('.')[0] or arch.classifier
+
+    @property
+    def final_model(self) -> nn.Module:
+        """The weights that are validated and shipped: the EMA when kept, else the trained model."""
+        return self.ema.module if self.ema is not None else self.model
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W)."""
         return images.permute(0, 3, 1, 2).float().div(255)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - self.mean) / self.std
-        return self.model(x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x)
+    def forward(self, images: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return (model or self.model)(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -56,9 +68,13 @@ class Classifier(L.LightningModule):
         self.log("train/balanced_accuracy", self.train_bacc, on_step=False, on_epoch=True)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
-        logits = self(self.normalise(images))
+        logits = self(self.normalise(images), self.final_model)
         self.val_bacc(logits, labels)
         self.val_acc(logits, labels)
         self.log("val/loss", nn.functional.cross_entropy(logits, labels), on_epoch=True)
@@ -67,13 +83,13 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.config.freeze_epochs
-        for name, parameter in self.named_parameters():
+        for name, parameter in self.model.named_parameters():
             if not name.startswith(self.head_prefix):
                 parameter.requires_grad_(not frozen)
 
     def configure_optimizers(self):
-        head = [p for n, p in self.named_parameters() if n.startswith(self.head_prefix)]
-        backbone = [p for n, p in self.named_parameters() if not n.startswith(self.head_prefix)]
+        head = [p for n, p in self.model.named_parameters() if n.startswith(self.head_prefix)]
+        backbone = [p for n, p in self.model.named_parameters() if not n.startswith(self.head_prefix)]
         optimizer = torch.optim.AdamW(
             [{"params": backbone, "lr": self.config.lr * self.config.backbone_lr_scale},
              {"params": head, "lr": self.config.lr}],

@@ -23,6 +23,7 @@ from dermxai.training.config import TrainConfig
 from dermxai.training.datamodule import CachedDataModule
 from dermxai.training.losses import build_loss
 from dermxai.training.module import Classifier
+from dermxai.training.precision import resolve_precision
 
 MONITOR = "val/balanced_accuracy"
 
@@ -90,10 +91,10 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
     datamodule = CachedDataModule(table, split, cache_dir or default_cache_dir(Path(data), *size), size,
                                   config.batch_size, config.seed, config.balanced_sampler)
     datamodule.setup()
+    precision = resolve_precision(config.precision, gpu)
     model, arch = create_model(config.arch, config.weights, len(CLASSES))
-    if gpu:
-        model = model.to(memory_format=torch.channels_last)
-    loss = build_loss(config.loss, datamodule.train_counts(), config.class_weighted, config.label_smoothing)
+    loss = build_loss(config.loss, datamodule.train_counts(), config.class_weighted, config.label_smoothing,
+                      config.class_weight_power)
     module = Classifier(model, arch, config, loss)
     # Two callbacks: Lightning writes a monitored `last` only when the best improves; resume needs every epoch.
     checkpoint = AtomicCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="max",
@@ -104,7 +105,7 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-        strategy=strategy, precision="16-mixed" if gpu else "32-true",
+        strategy=strategy, precision=precision,
         callbacks=callbacks, logger=[CSVLogger(out, name="logs", version=_csv_version(out, resume)),
                 TensorBoardLogger(out, name="tb", version="")],
         use_distributed_sampler=False, limit_train_batches=config.limit_train_batches, log_every_n_steps=10,
@@ -123,9 +124,10 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
         "epochs_trained": trainer.current_epoch, "best_epoch": int(best_checkpoint["epoch"]),
         "val_bacc": round(float(checkpoint.best_model_score or float("nan")), 4),
         "train_time_s": round(float(run_metrics(out)["time/epoch_s"].sum()), 1), "recipe": config.to_dict(),
+        "precision": precision,
         "dataset_fingerprint": datamodule.cache.fingerprint,
         "split_fingerprint": hashlib.sha256(Path(split_path).read_bytes()).hexdigest()[:16],
         "hardware": describe_machine(), "versions": {"torch": torch.__version__, "lightning": L.__version__},
     }
-    return save_bundle(out / "bundle", module.model, bundle_config)
+    return save_bundle(out / "bundle", module.final_model, bundle_config)
 

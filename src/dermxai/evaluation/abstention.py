@@ -18,6 +18,7 @@ from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.predict import load_images, predict_logits
 from dermxai.inference.ood import abstain_reasons, fit_abstention
 from dermxai.inference.predictor import Predictor
+from dermxai.probabilities import decision_logits
 
 WORDS = ("invoice", "hello world", "Lorem ipsum dolor", "2026-11-27", "dermxai", "QWERTY 123", "sale -50%")
 
@@ -84,9 +85,10 @@ def non_dermoscopic(n_per_kind: int = 16, seed: int = 0) -> dict[str, list[Image
 
 
 def split_logits(predictor: Predictor, data: Path, split_path: Path, subset: str) -> np.ndarray:
-    """Logits of one split subset (train, val or test) of a dataset, preprocessed as in training."""
+    """Decision logits (the bundle's rule applied) of one split subset, preprocessed as in training."""
     rows = from_split(data, split_path, subset).table
-    return predict_logits(predictor.model, predictor.config, load_images(rows, predictor.size))
+    logits = predict_logits(predictor.model, predictor.config, load_images(rows, predictor.size))
+    return decision_logits(logits, predictor.config)
 
 
 def abstain_rate(logits: np.ndarray, temperature: float, params: dict) -> float:
@@ -104,6 +106,6 @@ def abstention_report(predictor: Predictor, data: Path, split_path: Path, target
     rates["test"] = (len(test), abstain_rate(test, t, params))
     for kind, images in non_dermoscopic(n_per_kind, seed).items():
         pixels = np.stack([resize_cover(image, predictor.size) for image in images])
-        logits = predict_logits(predictor.model, predictor.config, pixels)
+        logits = decision_logits(predict_logits(predictor.model, predictor.config, pixels), predictor.config)
         rates[kind] = (len(images), abstain_rate(logits, t, params))
     return {"abstain": params, "rates": {k: {"n": n, "abstain_rate": round(r, 4)} for k, (n, r) in rates.items()}}

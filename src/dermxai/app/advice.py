@@ -87,9 +87,34 @@ MALIGNANT_NO_THRESHOLD = (
     "(none was chosen on validation images), so the score is not turned into a yes/no flag."
 )
 ABSTAIN = (
-    "The model withholds its answer: {reasons}. Do not read anything into the probabilities below. A "
-    "sharp, well-lit dermoscopic image of one lesion works best; a doctor can look at it directly."
+    "The model withholds its answer: {reasons}. A sharp, well-lit dermoscopic image of one lesion works "
+    "best; a doctor can look at it directly."
 )
+NOT_DERMOSCOPY = (
+    "This does not look like a dermoscopic image of a single skin lesion, so the model gives no answer. "
+    "It was trained only on close-up pictures taken through a dermatoscope, and this picture's colours and "
+    "textures are unlike all of them: any diagnosis would be a guess. Photographs, documents, screenshots, "
+    "other medical images and ordinary phone photos of skin are withheld on purpose."
+)
+THRESHOLD_MEANING = (
+    "The threshold {threshold:.0%} was chosen on validation images so that about {target:.0%} of skin "
+    "cancers score at or above it. On the test images it flagged {sensitivity:.0%} of the cancers and "
+    "{false_alarms:.0%} of the benign lesions (about 1 in {one_in} benign spots gets this warning)."
+)
+
+
+def threshold_meaning(threshold: float, target: float, sensitivity: float, specificity: float) -> str:
+    """What the malignant threshold means in plain numbers (from the bundle's metrics on test)."""
+    false_alarms = 1 - specificity
+    return THRESHOLD_MEANING.format(threshold=threshold, target=target, sensitivity=sensitivity,
+                                    false_alarms=false_alarms, one_in=max(1, round(1 / max(false_alarms, 1e-9))))
+
+
+def next_step(top_class: str, flagged: bool | None) -> str:
+    """What to do, never contradicting the malignant flag on the same screen."""
+    if flagged:
+        return SEE_SOON
+    return CLASSES[top_class].advice if top_class in CLASSES else CHECK_IF_CHANGING
 
 
 def malignant_advice(score: float, threshold: float | None) -> str:

@@ -1,0 +1,137 @@
+"""Fit and measure the out-of-distribution gate (``inference/feature_gate.py``) of a bundle.
+
+Fitting: the gate's Gaussian is fitted on the features of the *training* images and of one copy of each
+under a random acquisition change that dermoscopy from another clinic or device shows (zoom, colour cast,
+a dark circular vignette, JPEG compression, slight blur), so that such images stay inside; its threshold is
+the 95th percentile of the *validation* images' scores. Measuring: the share withheld of test dermoscopy,
+of validation images under fixed acquisition changes, and of each kind of the offline non-dermoscopic set
+(``evaluation/ood_set.py``), with the AUROC of test dermoscopy against all of it.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from dermxai.data.cache import resize_cover
+from dermxai.evaluation.evaluate import from_split
+from dermxai.evaluation.metrics import binary_auc
+from dermxai.models.bundle import gate_layer
+from dermxai.inference.feature_gate import DEFAULT_COMPONENTS, TARGET_ACCEPT, FeatureGate, fit_gate, fit_threshold
+
+
+def acquisition_variant(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """``image`` as another dermatoscope or clinic might have taken it (random zoom, cast, vignette, JPEG, blur)."""
+    image = image.convert("RGB")
+    w, h = image.size
+    if rng.random() < 0.5:
+        f = rng.uniform(0.6, 1.0)
+        cw, ch = int(w * f), int(h * f)
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        image = image.crop((left, top, left + cw, top + ch)).resize((w, h), Image.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.85, 1.15, 3).astype(np.float32)
+    if rng.random() < 0.4:
+        y, x = np.mgrid[:h, :w]
+        radius = np.hypot((x - w / 2) / (w / 2), (y - h / 2) / (h / 2))
+        edge, softness = rng.uniform(0.85, 1.3), rng.uniform(0.01, 0.15)
+        pixels = pixels * np.clip((edge - radius) / softness, 0, 1)[..., None]
+    image = Image.fromarray(np.uint8(pixels.clip(0, 255)))
+    if rng.random() < 0.5:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=int(rng.integers(30, 90)))
+        image = Image.open(buffer).convert("RGB")
+    if rng.random() < 0.3:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
+    return image
+
+
+FIXED_SHIFTS = {
+    "JPEG quality 30": lambda im: _jpeg(im, 30),
+    "warm colour cast": lambda im: Image.fromarray(np.uint8((np.asarray(im) * [1.1, 1.0, 0.85]).clip(0, 255))),
+    "zoomed in 1.5x": lambda im: im.crop((im.width // 6, im.height // 6, im.width - im.width // 6,
+                                          im.height - im.height // 6)),
+    "black circular vignette": lambda im: _vignette(im),
+    "square crop": lambda im: im.crop(((im.width - im.height) // 2, 0, (im.width + im.height) // 2, im.height)),
+    "blurred (sigma 1 px)": lambda im: im.filter(ImageFilter.GaussianBlur(1)),
+}
+"""Acquisition changes applied to validation images to measure how the gate treats shifted dermoscopy."""
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(buffer).convert("RGB")
+
+
+def _vignette(image: Image.Image) -> Image.Image:
+    w, h = image.size
+    y, x = np.mgrid[:h, :w]
+    pixels = np.asarray(image).copy()
+    pixels[np.hypot((x - w / 2) / (w / 2), (y - h / 2) / (h / 2)) > 1.0] = 0
+    return Image.fromarray(pixels)
+
+
+def features_of(predictor, images: list[Image.Image], batch: int = 64) -> np.ndarray:
+    """Gate features (N, D) of upright RGB images, preprocessed as the Predictor does."""
+    parts = []
+    for start in range(0, len(images), batch):
+        pixels = np.stack([resize_cover(image, predictor.size) for image in images[start : start + batch]])
+        features = predictor.outputs(pixels)[1]
+        if features is None:
+            raise ValueError(f"{predictor.folder}: no gate features (its architecture has no gate layer, or its "
+                             "model.onnx was exported without them: load it with prefer_onnx=False)")
+        parts.append(features)
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def _open(paths: list[str]) -> list[Image.Image]:
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    return images
+
+
+def fit_bundle_gate(predictor, data: Path, split: Path, *, images: Path | None = None,
+                    components: int = DEFAULT_COMPONENTS, target_accept: float = TARGET_ACCEPT,
+                    seed: int = 0) -> tuple[FeatureGate, dict]:
+    """Fit the gate on train (+ one acquisition variant each) and its threshold on val; return it and a record."""
+    rng = np.random.default_rng(seed)
+    train_paths = from_split(data, split, "train", images).table["path"].tolist()
+    train = features_of(predictor, _open(train_paths))
+    variants = features_of(predictor, [acquisition_variant(image, rng) for image in _open(train_paths)])
+    gate = fit_gate(np.concatenate([train, variants]), components)
+    val = features_of(predictor, _open(from_split(data, split, "val", images).table["path"].tolist()))
+    gate = fit_threshold(gate, val, target_accept)
+    record = {"method": "Mahalanobis distance (probabilistic PCA covariance) of pooled mean/std features",
+              "gate_layer": gate_layer(predictor.config), "components": int(gate.components.shape[0]),
+              "n_train": len(train), "n_train_variants": len(variants), "n_val": len(val),
+              "target_accept": target_accept, "val_accept_rate": round(float(np.mean(~gate.withheld(val))), 4),
+              "threshold": gate.threshold, "split": str(split)}
+    return gate, record
+
+
+def gate_report(predictor, gate: FeatureGate, data: Path, split: Path, non_dermoscopic: dict[str, list[Image.Image]],
+                *, images: Path | None = None, n_shifted: int = 300) -> dict:
+    """Shares withheld by the gate: test, shifted validation images, each non-dermoscopic kind; AUROC."""
+    test = features_of(predictor, _open(from_split(data, split, "test", images).table["path"].tolist()))
+    val_images = _open(from_split(data, split, "val", images).table["path"].tolist()[:n_shifted])
+    rows = {"dermoscopy: test split": (len(test), float(np.mean(gate.withheld(test))))}
+    for name, shift in FIXED_SHIFTS.items():
+        shifted = features_of(predictor, [shift(image) for image in val_images])
+        rows[f"dermoscopy, val: {name}"] = (len(shifted), float(np.mean(gate.withheld(shifted))))
+    scores = []
+    for kind, kind_images in non_dermoscopic.items():
+        features = features_of(predictor, kind_images)
+        scores.append(gate.scores(features))
+        rows[f"not dermoscopy: {kind}"] = (len(features), float(np.mean(gate.withheld(features))))
+    outside = np.concatenate(scores)
+    rows["not dermoscopy: all"] = (len(outside), float(np.mean(outside > gate.threshold)))
+    test_scores = gate.scores(test)
+    auroc = binary_auc(np.r_[np.zeros(len(test_scores), bool), np.ones(len(outside), bool)],
+                       np.r_[test_scores, outside])
+    return {"withheld": {name: {"n": n, "share": round(share, 4)} for name, (n, share) in rows.items()},
+            "auroc_test_vs_not_dermoscopy": round(float(auroc), 4), "threshold": gate.threshold}

@@ -1,0 +1,101 @@
+"""The out-of-distribution gate: is this a dermoscopic image of one lesion, as the model knows them?
+
+A Gaussian fitted to the model's features of the *training* images (see ``models/features.py``), with a
+probabilistic-PCA covariance: the top ``k`` principal axes of the standardised features keep their own
+variances, the rest share one (Tipping & Bishop 1999). The score is the Mahalanobis distance under it
+(Lee et al., NeurIPS 2018), divided by the number of features; images far from every training image score
+high. The threshold is fitted on *validation* images so that a chosen share of dermoscopy (default 95%)
+passes. Stored in the bundle as ``ood_gate.npz`` (plain arrays, loaded without pickle). numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+GATE_NAME = "ood_gate.npz"
+DEFAULT_COMPONENTS = 64
+TARGET_ACCEPT = 0.95
+
+
+@dataclass(frozen=True)
+class FeatureGate:
+    """Mean, scale and PPCA axes of standardised training features, and the validation threshold."""
+
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+    components: np.ndarray  # (k, D), orthonormal rows
+    variances: np.ndarray  # (k,)
+    residual_variance: float
+    threshold: float = float("inf")  # scores above it are withheld; inf until fitted on validation
+
+    @property
+    def dimension(self) -> int:
+        return int(self.mean.shape[0])
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance per feature dimension of features (N, D): higher is less like training."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != self.dimension:
+            raise ValueError(f"the gate expects features of shape (N, {self.dimension}), got {features.shape}")
+        z = (features - self.mean) / self.scale
+        projected = z @ self.components.T
+        residual = np.maximum((z * z).sum(1) - (projected * projected).sum(1), 0.0)
+        return ((projected ** 2 / self.variances).sum(1) + residual / self.residual_variance) / self.dimension
+
+    def withheld(self, features: np.ndarray) -> np.ndarray:
+        """True where an image should be withheld (its score is above the threshold)."""
+        return self.scores(features) > self.threshold
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / GATE_NAME
+        partial = path.with_name(f"{GATE_NAME}.partial.npz")
+        np.savez(partial, mean=self.mean.astype(np.float32), scale=self.scale.astype(np.float32),
+                 components=self.components.astype(np.float32), variances=self.variances.astype(np.float32),
+                 residual_variance=np.float64(self.residual_variance), threshold=np.float64(self.threshold))
+        partial.replace(path)
+        return path
+
+
+def load_gate(folder: str | Path) -> FeatureGate | None:
+    """The bundle's gate, or None when it has none; a malformed file raises ValueError."""
+    path = Path(folder) / GATE_NAME
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            values = {key: arrays[key].astype(np.float64) for key in
+                      ("mean", "scale", "components", "variances", "residual_variance", "threshold")}
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"{path}: not a valid out-of-distribution gate ({error})") from None
+    gate = FeatureGate(values["mean"], values["scale"], values["components"], values["variances"],
+                       float(values["residual_variance"]), float(values["threshold"]))
+    d = gate.dimension
+    if gate.scale.shape != (d,) or gate.components.ndim != 2 or gate.components.shape[1] != d \
+            or gate.variances.shape != (gate.components.shape[0],):
+        raise ValueError(f"{path}: arrays of inconsistent shapes")
+    return gate
+
+
+def fit_gate(train_features: np.ndarray, components: int = DEFAULT_COMPONENTS) -> FeatureGate:
+    """A gate (threshold not yet set) from the features (N, D) of training images."""
+    x = np.asarray(train_features, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError("fit_gate needs features (N, D) of at least two images")
+    mean = x.mean(0)
+    scale = x.std(0) + 1e-6 * (x.std(0).max() + 1e-12)
+    z = (x - mean) / scale
+    k = min(components, min(z.shape) - 1)
+    _, singular, axes = np.linalg.svd(z, full_matrices=False)
+    eigen = singular ** 2 / (len(z) - 1)
+    residual = float(eigen[k:].sum() / max(1, z.shape[1] - k)) if z.shape[1] > k else float(eigen[-1])
+    return FeatureGate(mean, scale, axes[:k], np.maximum(eigen[:k], residual), max(residual, 1e-12))
+
+
+def fit_threshold(gate: FeatureGate, val_features: np.ndarray, target_accept: float = TARGET_ACCEPT) -> FeatureGate:
+    """The gate with its threshold at the ``target_accept`` quantile of validation scores."""
+    if not 0 < target_accept < 1:
+        raise ValueError(f"target_accept must be between 0 and 1, not {target_accept}")
+    return replace(gate, threshold=float(np.quantile(gate.scores(val_features), target_accept)))

@@ -1,0 +1,234 @@
+"""Refusing what the model cannot judge and surviving hostile input: the feature gate, bundle checks,
+bounded preprocessing, batch prediction, and the API's error shape and offline docs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dermxai.app import advice
+from dermxai.app.address import phone_url
+from dermxai.cli import app
+from dermxai.inference.feature_gate import GATE_NAME, fit_gate, fit_threshold, load_gate
+from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
+from dermxai.inference.predictor import OOD_REASON, Predictor
+from dermxai.models.bundle import BundleError, load_bundle, save_bundle
+from dermxai.models.features import WithFeatures, pooled_mean_std
+from dermxai.models.registry import create_model
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = next((ROOT / "examples").glob("nv_*.jpg"))
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+def tiny_bundle(folder: Path) -> Path:
+    torch.manual_seed(0)
+    model, arch = create_model("resnet18", weights="none")
+    config = {"arch": "resnet18", "classes": CLASSES, "height": 48, "width": 64, "mean": list(arch.mean),
+              "std": list(arch.std), "cam_layer": arch.cam_layer, "temperature": 1.0, "thresholds": {},
+              "weights": "none", "seed": 0, "epochs_trained": 0, "best_epoch": 0, "val_bacc": 0.0,
+              "train_time_s": 0.0, "split_fingerprint": "test"}
+    return save_bundle(folder, model, config)
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return tiny_bundle(tmp_path_factory.mktemp("trust") / "bundle")
+
+
+# --- the feature gate -------------------------------------------------------------------------------------
+
+def test_gate_accepts_the_target_share_and_withholds_far_away_features(tmp_path):
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(20, 20))
+    train, val = rng.normal(size=(2000, 20)) @ mixing, rng.normal(size=(1000, 20)) @ mixing
+    gate = fit_threshold(fit_gate(train, components=8), val, 0.95)
+    assert np.mean(gate.withheld(val)) == pytest.approx(0.05, abs=0.002)
+    assert np.mean(gate.withheld(rng.normal(size=(500, 20)) @ mixing)) < 0.1  # fresh in-distribution
+    assert gate.withheld(rng.normal(size=(200, 20)) @ mixing + 25).all()  # far away
+    assert gate.withheld(train.mean(0) + 10 * train.std(0) * np.eye(20)).all()  # ten sigma along any feature
+    loaded = load_gate(gate.save(tmp_path).parent)
+    assert np.allclose(loaded.scores(val), gate.scores(val), rtol=1e-4) and loaded.threshold == gate.threshold
+    with pytest.raises(ValueError, match="features of shape"):
+        gate.scores(np.zeros((3, 7)))
+
+
+def test_a_malformed_gate_file_is_a_clear_error(tmp_path):
+    (tmp_path / GATE_NAME).write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="not a valid out-of-distribution gate"):
+        load_gate(tmp_path)
+    assert load_gate(tmp_path / "elsewhere") is None
+
+
+def test_features_are_the_pooled_statistics_of_the_gate_layer():
+    model, _ = create_model("resnet18", "none")
+    model.eval()
+    seen = {}
+    model.layer3.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        logits, features = WithFeatures(model, "layer3")(x)
+        assert torch.allclose(logits, model(x))
+    assert torch.allclose(features, pooled_mean_std(seen["out"]))
+    assert features.shape == (2, 2 * 256)
+
+
+def test_predictor_withholds_what_the_gate_rejects_and_says_why(bundle, tmp_path):
+    folder = Path(shutil.copytree(bundle, tmp_path / "gated"))
+    predictor = Predictor(folder)
+    image = encode(Image.open(EXAMPLE))
+    features = [predictor.outputs(np.asarray(Image.open(EXAMPLE).convert("RGB").resize((64, 48)))[None])[1][0]]
+    gate = fit_gate(np.random.default_rng(0).normal(size=(50, len(features[0]))))
+    for threshold, expected in ((-1.0, True), (1e12, False)):
+        fit_threshold(gate, np.zeros((2, len(features[0]))))  # fitting keeps the gate itself unchanged
+        gate.__class__(**{**gate.__dict__, "threshold": threshold}).save(folder)
+        answer = Predictor(folder).predict(image)
+        assert answer.out_of_distribution is expected and answer.ood_score is not None
+        assert (answer.abstain_reasons[:1] == [OOD_REASON]) is expected
+        body = answer.to_dict()
+        assert body["abstain"] is expected and body["out_of_distribution"] is expected
+
+
+# --- hostile input and broken bundles ---------------------------------------------------------------------
+
+def test_a_20000_by_1_png_is_resized_without_allocating_gigabytes(tmp_path):
+    """B1: under a 1 GiB address-space cap (the old resize-then-crop needed ~1.3 GB for this image)."""
+    script = textwrap.dedent(f"""
+        import resource, io, sys
+        sys.path.insert(0, {str(ROOT / 'src')!r})
+        from PIL import Image
+        from dermxai.data.cache import resize_cover
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        for size in ((20000, 1), (1, 60000)):
+            out = resize_cover(Image.new("RGB", size, (200, 100, 50)), (300, 400))
+            assert out.shape == (300, 400, 3), out.shape
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_thin_images_get_an_answer(bundle):
+    answer = Predictor(bundle).predict(encode(Image.new("RGB", (20000, 1), (120, 80, 60))))
+    assert abs(sum(answer.probabilities.values()) - 1) < 1e-6
+
+
+def test_bundle_whose_classes_disagree_with_the_onnx_outputs_is_refused(bundle, tmp_path):
+    """B2: the graph has 7 outputs; a config naming 3 classes must not be served silently."""
+    assert runner.invoke(app, ["export", "--model", str(bundle)]).exit_code == 0
+    folder = Path(shutil.copytree(bundle, tmp_path / "three"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "classes": ["mel", "nv", "bkl"]}))
+    with pytest.raises(BundleError, match="outputs 7 classes"):
+        load_backend(folder)
+    result = runner.invoke(app, ["predict", str(EXAMPLE), "--model", str(folder)])
+    assert result.exit_code == 2 and "outputs 7 classes" in result.output and "Traceback" not in result.output
+
+
+def test_onnx_graph_is_stale_when_the_config_changes_and_ignored_when_garbage(bundle, tmp_path):
+    assert runner.invoke(app, ["export", "--model", str(bundle)]).exit_code == 0
+    assert isinstance(load_backend(bundle), OnnxBackend)
+    resized = Path(shutil.copytree(bundle, tmp_path / "resized"))
+    config = json.loads((resized / "config.json").read_text())
+    (resized / "config.json").write_text(json.dumps({**config, "height": 96, "width": 128}))
+    with pytest.warns(UserWarning, match="weights and config"):
+        assert isinstance(load_backend(resized), TorchBackend)
+    garbage = Path(shutil.copytree(bundle, tmp_path / "garbage"))
+    (garbage / "model.onnx").write_bytes(b"\x00garbage" * 100)
+    with pytest.warns(UserWarning, match="cannot be read"):
+        assert isinstance(load_backend(garbage), TorchBackend)
+
+
+@pytest.mark.parametrize("breakage", ["missing key", "not json", "garbage weights", "wrong shape weights"])
+def test_broken_bundles_are_one_line_errors(bundle, tmp_path, breakage):
+    """B3: every broken bundle ends in one red line and exit code 2, never a traceback."""
+    folder = Path(shutil.copytree(bundle, tmp_path / "broken"))
+    (folder / "model.onnx").unlink(missing_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    if breakage == "missing key":
+        del config["classes"]
+        (folder / "config.json").write_text(json.dumps(config))
+    elif breakage == "not json":
+        (folder / "config.json").write_text("{arch: resnet18")
+    elif breakage == "garbage weights":
+        (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    else:
+        other, _ = create_model("densenet121", "none")
+        save_bundle(tmp_path / "other", other, {**config, "arch": "densenet121"})
+        shutil.copy(tmp_path / "other" / "model.safetensors", folder / "model.safetensors")
+    result = runner.invoke(app, ["predict", str(EXAMPLE), "--model", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and "Traceback" not in result.output
+    if breakage.endswith("weights"):
+        with pytest.raises(BundleError, match="does not fit resnet18"):
+            load_bundle(folder)
+
+
+def test_batch_predict_answers_the_good_files_and_reports_the_bad(bundle, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"definitely not an image")
+    result = runner.invoke(app, ["predict", str(EXAMPLE), str(bad), "/dev/zero", str(tmp_path / "nope.png"),
+                                 "--model", str(bundle), "--json"])
+    assert result.exit_code == 1
+    answers = json.loads(result.stdout)
+    assert [a.get("error") is None for a in answers] == [True, False, False, False]
+    assert answers[0]["image"] == str(EXAMPLE) and "probabilities" in answers[0]
+    assert "not a regular file" in answers[2]["error"] and "no such file" in answers[3]["error"]
+
+
+# --- front ends -------------------------------------------------------------------------------------------
+
+def test_api_errors_have_one_shape_and_docs_work_offline(bundle):
+    from fastapi.testclient import TestClient
+
+    from dermxai.app.api import create_app
+
+    client = TestClient(create_app(bundle))
+    cases = [client.get("/nowhere"), client.delete("/predict"), client.post("/predict"),
+             client.post("/explain?method=scorecam", files={"file": ("a.jpg", EXAMPLE.read_bytes())}),
+             client.post("/explain?opacity=7", files={"file": ("a.jpg", EXAMPLE.read_bytes())}),
+             client.post("/predict", files={"file": ("a.txt", b"hello")})]
+    assert [r.status_code for r in cases] == [404, 405, 422, 400, 422, 415]
+    for response in cases:
+        body = response.json()
+        assert set(body) == {"detail", "reason"} and isinstance(body["detail"], str) and body["reason"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert "scorecam" not in client.get("/models").json()[0]["cam_methods"]
+
+
+def test_app_binds_this_machine_by_default_and_the_qr_code_tells_the_truth():
+    from dermxai.app.commands import app_command
+    import inspect
+
+    assert inspect.signature(app_command).parameters["address"].default == "127.0.0.1"
+    assert phone_url("http://localhost:8501/", "127.0.0.1") is None
+    assert phone_url("http://localhost:8501/", "192.168.1.20") == "http://192.168.1.20:8501/"
+
+
+def test_advice_never_calls_a_flagged_spot_harmless():
+    for code in CLASSES:
+        assert advice.next_step(code, True) == advice.SEE_SOON
+    assert "harmless" in advice.next_step("nv", False)
+    text = advice.threshold_meaning(0.16, 0.9, 0.92, 0.8)
+    assert "92%" in text and "20%" in text and "1 in 5" in text
