@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data/ham10000
 MODEL ?= models/default
 
-.PHONY: install demo app test bench clean
+.PHONY: install demo app lint test bench clean
 
 $(BIN)/dermxai: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: install
 
 app: install  # the web app on the bundled default model (offline); then open http://localhost:8501
 	$(BIN)/dermxai app
+
+lint: install  # code shape: ruff (lint + format) and the import layers (import-linter contracts in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: install  # pytest's exit code 5 (no tests collected) counts as a failure
 	$(BIN)/python -m pytest; status=$$?; if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status

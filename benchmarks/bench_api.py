@@ -35,11 +35,23 @@ def free_port() -> int:
 
 def start_server(model: Path, port: int, log: Path, timeout: float) -> subprocess.Popen:
     """uvicorn serving the bundle, output to ``log``; returns once GET /health answers (or raises with the log)."""
-    command = [sys.executable, "-m", "uvicorn", "dermxai.app.api:create_app", "--factory", "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "dermxai.app.api:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with log.open("w") as out:  # the child keeps its own copy of the handle
-        server = subprocess.Popen(command, env={**os.environ, "DERMXAI_MODEL": str(model)},
-                                  stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command, env={**os.environ, "DERMXAI_MODEL": str(model)}, stdout=out, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -75,8 +87,13 @@ def load(url: str, payload: bytes, clients: int, requests: int, timeout: float) 
     wall = time.perf_counter() - start
     times = np.array([t for t, status in results if status == 200])
     statuses = [status for _, status in results]
-    return {"latency": times, "rate": len(results) / wall, "errors": sum(s == 0 for s in statuses),
-            "server_errors": sum(s >= 500 for s in statuses), "other": sum(0 < s < 500 and s != 200 for s in statuses)}
+    return {
+        "latency": times,
+        "rate": len(results) / wall,
+        "errors": sum(s == 0 for s in statuses),
+        "server_errors": sum(s >= 500 for s in statuses),
+        "other": sum(0 < s < 500 and s != 200 for s in statuses),
+    }
 
 
 def main() -> None:
@@ -97,10 +114,14 @@ def main() -> None:
     log = Path(tempfile.mkdtemp()) / "server.log"
     server = start_server(args.model, port, log, timeout=180)
     try:
-        print(f"Machine: {machine()} (server and clients share it). Model: {args.model}; payload: "
-              f"{FIXTURE_IMAGE.name} ({len(payload):,} bytes); uvicorn, 1 worker, on 127.0.0.1.\n")
-        print("| endpoint | clients | requests | latency ms, median (p5-p95) | requests/s | vs 1 client | "
-              "errors | 5xx | other non-200 |\n|---|---|---|---|---|---|---|---|---|")
+        print(
+            f"Machine: {machine()} (server and clients share it). Model: {args.model}; payload: "
+            f"{FIXTURE_IMAGE.name} ({len(payload):,} bytes); uvicorn, 1 worker, on 127.0.0.1.\n"
+        )
+        print(
+            "| endpoint | clients | requests | latency ms, median (p5-p95) | requests/s | vs 1 client | "
+            "errors | 5xx | other non-200 |\n|---|---|---|---|---|---|---|---|---|"
+        )
         for endpoint, requests in (("/predict", args.predict_requests), ("/explain", args.explain_requests)):
             url = f"http://127.0.0.1:{port}{endpoint}"
             load(url, payload, 1, 2, args.timeout)  # warm-up
@@ -109,8 +130,11 @@ def main() -> None:
                 r = load(url, payload, clients, max(requests, clients), args.timeout)
                 single = single or r["rate"]
                 latency = spread(r["latency"]) if len(r["latency"]) else "-"
-                print(f"| POST {endpoint} | {clients} | {max(requests, clients)} | {latency} | {r['rate']:.1f} | "
-                      f"{r['rate'] / single:.2f}x | {r['errors']} | {r['server_errors']} | {r['other']} |", flush=True)
+                print(
+                    f"| POST {endpoint} | {clients} | {max(requests, clients)} | {latency} | {r['rate']:.1f} | "
+                    f"{r['rate'] / single:.2f}x | {r['errors']} | {r['server_errors']} | {r['other']} |",
+                    flush=True,
+                )
     finally:
         server.terminate()
         server.wait(timeout=30)

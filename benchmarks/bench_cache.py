@@ -83,16 +83,20 @@ def main() -> None:
         reopen = time.perf_counter() - start
         plain = timed(lambda: plain_epoch(table["path"].tolist(), size, args.batch, args.workers), args.repeats)
         cached = timed(lambda: cached_epoch(cache.images, args.batch), args.repeats)
-    rows = [("decode every epoch (DataLoader, %d workers)" % args.workers, plain), ("uint8 memmap cache", cached)]
-    print(f"{n} images at {size[0]}x{size[1]}, batch {args.batch}, {args.repeats} epochs each; "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads")
+    rows = [(f"decode every epoch (DataLoader, {args.workers} workers)", plain), ("uint8 memmap cache", cached)]
+    print(
+        f"{n} images at {size[0]}x{size[1]}, batch {args.batch}, {args.repeats} epochs each; "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    )
     print(f"one-time cache build: {build:.1f} s; reopening with a matching fingerprint: {reopen:.2f} s\n")
     print("| data path | epoch s (median, min-max) | images/s (median) | speed-up |")
     print("|---|---|---|---|")
     for name, times in rows:
         median = statistics.median(times)
-        print(f"| {name} | {median:.2f} ({min(times):.2f}-{max(times):.2f}) | {n / median:,.0f} | "
-              f"{statistics.median(plain) / median:.1f}x |")
+        print(
+            f"| {name} | {median:.2f} ({min(times):.2f}-{max(times):.2f}) | {n / median:,.0f} | "
+            f"{statistics.median(plain) / median:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

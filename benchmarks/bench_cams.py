@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from timing import machine, repeat, spread
 
-from dermxai.inference.cams import METHODS, explain
 from dermxai.export import check_images, export_onnx
+from dermxai.inference.cams import METHODS, explain
 from dermxai.inference.onnx_backend import OnnxBackend
 from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
@@ -43,9 +43,11 @@ def app_paths(model: torch.nn.Module, config: dict, batch: torch.Tensor, onnx: O
         probs = softmax(onnx.logits(batch.numpy()), temperature)
         return probs, explain(model, config, batch, "gradcam", probs.argmax(1).tolist())[0]
 
-    return {"predict + Grad-CAM from one forward pass (explain)": one_pass,
-            "PyTorch predict, then Grad-CAM (two passes)": torch_then_cam,
-            "ONNX Runtime predict, then Grad-CAM": onnx_then_cam}
+    return {
+        "predict + Grad-CAM from one forward pass (explain)": one_pass,
+        "PyTorch predict, then Grad-CAM (two passes)": torch_then_cam,
+        "ONNX Runtime predict, then Grad-CAM": onnx_then_cam,
+    }
 
 
 def main() -> None:
@@ -64,8 +66,10 @@ def main() -> None:
     model, config = load_bundle(args.model)
     pixels, source = check_images(None, (config["height"], config["width"]), limit=1)
     batch = to_batch(pixels, config)
-    print(f"Machine: {machine()}. Model: {args.model} ({config['arch']}, {config['height']}x{config['width']}); "
-          f"input: {source}, batch 1.\n")
+    print(
+        f"Machine: {machine()}. Model: {args.model} ({config['arch']}, {config['height']}x{config['width']}); "
+        f"input: {source}, batch 1.\n"
+    )
     print("| CAM method | latency ms, median (p5-p95) | relative to Grad-CAM |\n|---|---|---|")
     medians = {}
     for method in ["gradcam", *(m for m in methods if m != "gradcam")]:
@@ -80,12 +84,16 @@ def main() -> None:
         paths = app_paths(model, config, batch, onnx)
         results = {name: (path(), repeat(path, args.iterations, warmup=1)) for name, path in paths.items()}
     (base_probs, base_cam), base_times = next(iter(results.values()))
-    print("\n| app path (probabilities + Grad-CAM of the top class) | latency ms, median (p5-p95) | speed-up vs "
-          "two PyTorch passes | max abs prob diff | max abs CAM diff |\n|---|---|---|---|---|")
+    print(
+        "\n| app path (probabilities + Grad-CAM of the top class) | latency ms, median (p5-p95) | speed-up vs "
+        "two PyTorch passes | max abs prob diff | max abs CAM diff |\n|---|---|---|---|---|"
+    )
     two_pass = np.median(results["PyTorch predict, then Grad-CAM (two passes)"][1])
     for name, ((probs, cam), times) in results.items():
-        print(f"| {name} | {spread(times)} | {two_pass / np.median(times):.2f}x | "
-              f"{np.abs(probs - base_probs).max():.1e} | {np.abs(cam - base_cam).max():.1e} |")
+        print(
+            f"| {name} | {spread(times)} | {two_pass / np.median(times):.2f}x | "
+            f"{np.abs(probs - base_probs).max():.1e} | {np.abs(cam - base_cam).max():.1e} |"
+        )
 
 
 if __name__ == "__main__":

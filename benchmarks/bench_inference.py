@@ -14,8 +14,8 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -57,10 +57,23 @@ def onnx(path: Path, threads: int) -> Callable[[], Logits]:
 def bundle_for(arch: str, size: tuple[int, int], folder: Path) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(0)
     model, entry = create_model(arch, weights="none", num_classes=len(CLASSES))
-    config = {"arch": arch, "classes": list(CLASSES), "height": size[0], "width": size[1], "mean": list(entry.mean),
-              "std": list(entry.std), "cam_layer": entry.cam_layer, "temperature": 1.0, "weights": "none",
-              "seed": 0, "epochs_trained": 0, "best_epoch": 0, "val_bacc": 0.0, "train_time_s": 0.0,
-              "split_fingerprint": "benchmark"}
+    config = {
+        "arch": arch,
+        "classes": list(CLASSES),
+        "height": size[0],
+        "width": size[1],
+        "mean": list(entry.mean),
+        "std": list(entry.std),
+        "cam_layer": entry.cam_layer,
+        "temperature": 1.0,
+        "weights": "none",
+        "seed": 0,
+        "epochs_trained": 0,
+        "best_epoch": 0,
+        "val_bacc": 0.0,
+        "train_time_s": 0.0,
+        "split_fingerprint": "benchmark",
+    }
     save_bundle(folder, model, config, note="random weights, for timing only")
     return model.eval(), config
 
@@ -90,10 +103,15 @@ def bench_arch(arch: str, size: tuple[int, int], args: argparse.Namespace, folde
         torch.set_num_threads(default_threads)
         base = base or (probs, np.median(single), np.median(bulk))
         throughput = args.batch / bulk
-        rows.append(f"| {arch} {size[0]}x{size[1]} | {name} | {spread(single)} | {base[1] / np.median(single):.2f}x | "
-                    f"{np.median(throughput):,.0f} ({throughput.min():,.0f}-{throughput.max():,.0f}) | "
-                    f"{base[2] / np.median(bulk):.2f}x | {np.abs(probs - base[0]).max():.1e} |")
-    print(f"<!-- {arch}: export + parity check {export_s:.1f} s, parity max |dp| {export.max_prob_diff:.1e} -->", flush=True)
+        rows.append(
+            f"| {arch} {size[0]}x{size[1]} | {name} | {spread(single)} | {base[1] / np.median(single):.2f}x | "
+            f"{np.median(throughput):,.0f} ({throughput.min():,.0f}-{throughput.max():,.0f}) | "
+            f"{base[2] / np.median(bulk):.2f}x | {np.abs(probs - base[0]).max():.1e} |"
+        )
+    print(
+        f"<!-- {arch}: export + parity check {export_s:.1f} s, parity max |dp| {export.max_prob_diff:.1e} -->",
+        flush=True,
+    )
     return rows
 
 
@@ -109,10 +127,14 @@ def main() -> None:
     if args.quick:
         args.iterations, args.batch_iterations = 5, 1
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
-    print(f"Machine: {machine()}. Random weights; inputs: the fixture's real images resized to the bundle size; "
-          f"{args.iterations} batch-1 calls and {args.batch_iterations} batch-{args.batch} calls per variant.\n")
-    print(f"| backbone | variant | batch-1 latency ms, median (p5-p95) | latency speed-up | "
-          f"batch-{args.batch} images/s, median (min-max) | throughput speed-up | max abs prob diff vs plain |")
+    print(
+        f"Machine: {machine()}. Random weights; inputs: the fixture's real images resized to the bundle size; "
+        f"{args.iterations} batch-1 calls and {args.batch_iterations} batch-{args.batch} calls per variant.\n"
+    )
+    print(
+        f"| backbone | variant | batch-1 latency ms, median (p5-p95) | latency speed-up | "
+        f"batch-{args.batch} images/s, median (min-max) | throughput speed-up | max abs prob diff vs plain |"
+    )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:

@@ -58,22 +58,28 @@ def main() -> None:
     images = [p.read_bytes() for p in EXAMPLES]
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(timeout=300) as client:
+
         def post(endpoint: str):
             def call(n: int = 0) -> None:
                 client.post(url + endpoint, files={"file": ("x.jpg", images[n % len(images)])}).raise_for_status()
+
             return call
 
         def direct(method):
             return lambda n=0: method(images[n % len(images)])
 
-        rows = [summary("Predictor.predict (no HTTP)", timings(direct(predictor.predict), args.runs)),
-                summary("POST /predict", timings(post("/predict"), args.runs)),
-                summary("Predictor.explain gradcam (no HTTP)", timings(direct(predictor.explain), args.runs)),
-                summary("POST /explain gradcam (PNG overlay)", timings(post("/explain"), args.runs))]
+        rows = [
+            summary("Predictor.predict (no HTTP)", timings(direct(predictor.predict), args.runs)),
+            summary("POST /predict", timings(post("/predict"), args.runs)),
+            summary("Predictor.explain gradcam (no HTTP)", timings(direct(predictor.explain), args.runs)),
+            summary("POST /explain gradcam (PNG overlay)", timings(post("/explain"), args.runs)),
+        ]
     server.should_exit = True
     c = predictor.config
-    print(f"model {predictor.model_id} ({c['arch']}, input {c['height']}x{c['width']}), torch threads "
-          f"{torch.get_num_threads()}, {len(images)} example images (200x150 JPEG)")
+    print(
+        f"model {predictor.model_id} ({c['arch']}, input {c['height']}x{c['width']}), torch threads "
+        f"{torch.get_num_threads()}, {len(images)} example images (200x150 JPEG)"
+    )
     print("| path | runs | median ms | p90 ms |\n|---|---|---|---|")
     print("\n".join(rows))
 

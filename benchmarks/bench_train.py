@@ -54,10 +54,15 @@ class DecodeAndAugment(Dataset):
 
     def __init__(self, paths: list[str], labels: np.ndarray, size: tuple[int, int]) -> None:
         self.paths, self.labels = paths, labels
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(size, scale=(0.64, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(), v2.ColorJitter(0.2, 0.2, 0.2), v2.PILToTensor(),
-        ])
+        self.transform = v2.Compose(
+            [
+                v2.RandomResizedCrop(size, scale=(0.64, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+                v2.ColorJitter(0.2, 0.2, 0.2),
+                v2.PILToTensor(),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -70,8 +75,9 @@ class DecodeAndAugment(Dataset):
 class Stepper:
     """One optimisation step on a uint8 batch: to float, augment (resident only), normalise, AMP forward/backward."""
 
-    def __init__(self, arch: str, device: torch.device, amp: bool, channels_last: bool,
-                 autocast: torch.dtype | None = None) -> None:
+    def __init__(
+        self, arch: str, device: torch.device, amp: bool, channels_last: bool, autocast: torch.dtype | None = None
+    ) -> None:
         torch.manual_seed(0)
         model, entry = create_model(arch, weights="none", num_classes=len(CLASSES))
         self.format = torch.channels_last if channels_last else torch.contiguous_format
@@ -123,9 +129,18 @@ def resident_batches(images: torch.Tensor, labels: torch.Tensor, batch: int):
 
 def loader_batches(dataset: Dataset, batch: int, total: int, workers: int, device: torch.device):
     """Random batches from a worker DataLoader, copied to the device (pinned memory on a GPU)."""
-    sampler = RandomSampler(dataset, replacement=True, num_samples=total * batch, generator=torch.Generator().manual_seed(1))
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    sampler = RandomSampler(
+        dataset, replacement=True, num_samples=total * batch, generator=torch.Generator().manual_seed(1)
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
     for images, labels in loader:
         yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
@@ -136,32 +151,42 @@ def data_path(table, size: tuple[int, int], cache_images: np.ndarray, args: argp
     cached = repeat(lambda: cached_epoch(cache_images, 64), args.repeats, warmup=0)
     print(f"### Data path alone ({n} images at {size[0]}x{size[1]}, batch 64, {args.repeats} epoch(s) each)\n")
     print("| data path | epoch s, median (p5-p95) | images/s (median) | speed-up |\n|---|---|---|---|")
-    for name, times in ((f"decode every epoch (DataLoader, {args.workers} workers)", plain), ("uint8 memmap cache", cached)):
+    for name, times in (
+        (f"decode every epoch (DataLoader, {args.workers} workers)", plain),
+        ("uint8 memmap cache", cached),
+    ):
         median = np.median(times)
         print(f"| {name} | {spread(times, 1.0, 2)} | {n / median:,.0f} | {np.median(plain) / median:.1f}x |")
     print(flush=True)
 
 
-def training(table, labels: np.ndarray, cache_images: np.ndarray, args: argparse.Namespace, device: torch.device) -> None:
+def training(
+    table, labels: np.ndarray, cache_images: np.ndarray, args: argparse.Namespace, device: torch.device
+) -> None:
     size, cuda = (args.height, args.width), device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     resident = torch.from_numpy(np.array(cache_images)).to(device).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
     resident_labels = torch.as_tensor(labels, device=device)
     dataset = DecodeAndAugment(table["path"].tolist(), labels, size)
-    print(f"### Training step ({args.steps} timed steps after {args.warmup} warm-up, batch {args.batch}, "
-          f"{size[0]}x{size[1]}, {'AMP fp16 + channels_last' if cuda else 'fp32'}, AdamW, {device.type})\n")
+    print(
+        f"### Training step ({args.steps} timed steps after {args.warmup} warm-up, batch {args.batch}, "
+        f"{size[0]}x{size[1]}, {'AMP fp16 + channels_last' if cuda else 'fp32'}, AdamW, {device.type})\n"
+    )
     header = "| backbone | data path | images/s, median over chunks (min-max) | speed-up |"
     print(header + (" timm RTX 3090 img/s | ours / timm |" if cuda else "") + "\n" + "|---" * (6 if cuda else 4) + "|")
     for arch in args.arch:
         results = {}
-        for name in ("plain DataLoader (decode + CPU augment per image)", "device-resident uint8 + batch augment on device"):
+        for name in (
+            "plain DataLoader (decode + CPU augment per image)",
+            "device-resident uint8 + batch augment on device",
+        ):
             step = Stepper(arch, device, amp=cuda, channels_last=cuda)
             if name.startswith("plain"):
                 batches = loader_batches(dataset, args.batch, args.steps + args.warmup, args.workers, device)
-                run = lambda images, y: step(images, y, augment=False)  # noqa: E731 - augmented by the workers
+                run = lambda images, y: step(images, y, augment=False)  # noqa: E731, F821 - augmented by the workers
             else:
                 batches = resident_batches(resident, resident_labels, args.batch)
-                run = lambda images, y: step(images, y, augment=True)  # noqa: E731
+                run = lambda images, y: step(images, y, augment=True)  # noqa: E731, F821
             chunk_s = timed_steps(batches, run, args.chunks, args.steps, args.warmup, sync)
             results[name] = args.batch * (args.steps // args.chunks) / chunk_s
             del step, batches
@@ -176,8 +201,10 @@ def training(table, labels: np.ndarray, cache_images: np.ndarray, args: argparse
                 row += f" {ref:,} | {median / ref:.2f}x |" if ref else " - | - |"
             print(row, flush=True)
     if cuda:
-        print(f"\nPeak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB (dataset resident: "
-              f"{resident.numel() / 2**30:.2f} GiB uint8)")
+        print(
+            f"\nPeak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB (dataset resident: "
+            f"{resident.numel() / 2**30:.2f} GiB uint8)"
+        )
 
 
 def precision_compare(cache_images: np.ndarray, labels: np.ndarray, args: argparse.Namespace) -> dict:
@@ -185,8 +212,10 @@ def precision_compare(cache_images: np.ndarray, labels: np.ndarray, args: argpar
     images = torch.from_numpy(np.array(cache_images)).permute(0, 3, 1, 2).contiguous()
     targets = torch.as_tensor(labels)
     fast_precision = resolve_precision("auto", gpu=False)
-    variants = {"fp32": Stepper(args.arch[0], torch.device("cpu"), False, channels_last=False),
-                "fast": Stepper(args.arch[0], torch.device("cpu"), False, True, AUTOCAST[fast_precision])}
+    variants = {
+        "fp32": Stepper(args.arch[0], torch.device("cpu"), False, channels_last=False),
+        "fast": Stepper(args.arch[0], torch.device("cpu"), False, True, AUTOCAST[fast_precision]),
+    }
     batches = resident_batches(images, targets, args.batch)
     per_chunk = max(1, args.steps // args.chunks)
     for step in variants.values():
@@ -197,36 +226,57 @@ def precision_compare(cache_images: np.ndarray, labels: np.ndarray, args: argpar
             seconds = timed_steps(batches, lambda x, y: step(x, y, augment=True), 1, per_chunk, 0, lambda: None)
             rates[name].append(args.batch * per_chunk / float(seconds[0]))
     fp32, fast = float(np.median(rates["fp32"])), float(np.median(rates["fast"]))
-    return {"fp32_img_s": round(fp32, 1), "fast_img_s": round(fast, 1), "speedup": round(fast / fp32, 2),
-            "fast_precision": fast_precision, "arch": args.arch[0], "size": [args.height, args.width],
-            "batch": args.batch, "steps_per_variant": per_chunk * args.chunks, "threads": torch.get_num_threads()}
+    return {
+        "fp32_img_s": round(fp32, 1),
+        "fast_img_s": round(fast, 1),
+        "speedup": round(fast / fp32, 2),
+        "fast_precision": fast_precision,
+        "arch": args.arch[0],
+        "size": [args.height, args.width],
+        "batch": args.batch,
+        "steps_per_variant": per_chunk * args.chunks,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/ham10000")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--arch", nargs="+",
-                        help="default: efficientnet_lite0 (cpu); resnet18 densenet121 efficientnet_b0 (cuda)")
+    parser.add_argument(
+        "--arch", nargs="+", help="default: efficientnet_lite0 (cpu); resnet18 densenet121 efficientnet_b0 (cuda)"
+    )
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
     parser.add_argument("--batch", type=int, help="default 32 (cpu), 256 (cuda)")
     parser.add_argument("--steps", type=int, help="timed training steps per variant (default 10 cpu, 100 cuda)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 2 cpu, 15 cuda)")
-    parser.add_argument("--chunks", type=int, default=5, help="timed steps are split into this many chunks for the spread")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers of the plain paths")
+    parser.add_argument(
+        "--chunks", type=int, default=5, help="timed steps are split into this many chunks for the spread"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers of the plain paths"
+    )
     parser.add_argument("--limit", type=int, help="use only the first N images (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="epochs per data path in part 1")
     parser.add_argument("--quick", action="store_true", help="256 images, 1 data-path epoch, 2 timed steps")
-    parser.add_argument("--precision-compare", action="store_true",
-                        help="only fp32 channels-first vs the default fast step (CPU); one JSON line")
+    parser.add_argument(
+        "--precision-compare",
+        action="store_true",
+        help="only fp32 channels-first vs the default fast step (CPU); one JSON line",
+    )
     args = parser.parse_args()
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU visible to torch")
-    defaults = dict(arch=["resnet18", "densenet121", "efficientnet_b0"] if cuda else ["efficientnet_lite0"],
-                    height=224 if cuda else 150, width=224 if cuda else 200, batch=256 if cuda else 32,
-                    steps=100 if cuda else 10, warmup=15 if cuda else 2)
+    defaults = dict(
+        arch=["resnet18", "densenet121", "efficientnet_b0"] if cuda else ["efficientnet_lite0"],
+        height=224 if cuda else 150,
+        width=224 if cuda else 200,
+        batch=256 if cuda else 32,
+        steps=100 if cuda else 10,
+        warmup=15 if cuda else 2,
+    )
     if args.quick:
         defaults.update(steps=2, warmup=1, limit=256)
         args.repeats, args.chunks = 1, 1

@@ -6,7 +6,7 @@ import os
 import platform
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -31,8 +31,20 @@ def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(np.mean(recalls))
 
 
-def fit_head(x: torch.Tensor, y: np.ndarray, xv: torch.Tensor, yv: torch.Tensor, *, balanced: bool, loss: str,
-             weighted: bool, smoothing: float, seed: int, epochs: int = 15, lr: float = 1e-3) -> list[float]:
+def fit_head(
+    x: torch.Tensor,
+    y: np.ndarray,
+    xv: torch.Tensor,
+    yv: torch.Tensor,
+    *,
+    balanced: bool,
+    loss: str,
+    weighted: bool,
+    smoothing: float,
+    seed: int,
+    epochs: int = 15,
+    lr: float = 1e-3,
+) -> list[float]:
     """Train a linear head; returns validation balanced accuracy after each epoch."""
     torch.manual_seed(seed)
     head = torch.nn.Linear(x.shape[1], len(CLASSES))
@@ -72,12 +84,19 @@ def main() -> None:
     xv, yv = features[split == "val"], torch.as_tensor(labels[split == "val"])
     print("| sampler | loss | class weights | label smoothing | val balanced accuracy (best epoch, mean of 3 seeds) |")
     print("|---|---|---|---|---|")
-    for balanced, loss, weighted, smoothing in itertools.product((True, False), ("ce", "focal"), (False, True), (0.0, 0.1)):
-        runs = [fit_head(x, y, xv, yv, balanced=balanced, loss=loss, weighted=weighted, smoothing=smoothing, seed=s)
-                for s in range(3)]
+    for balanced, loss, weighted, smoothing in itertools.product(
+        (True, False), ("ce", "focal"), (False, True), (0.0, 0.1)
+    ):
+        runs = [
+            fit_head(x, y, xv, yv, balanced=balanced, loss=loss, weighted=weighted, smoothing=smoothing, seed=s)
+            for s in range(3)
+        ]
         best = np.mean([max(r) for r in runs])
-        print(f"| {'balanced' if balanced else 'shuffled'} | {loss} | {'yes' if weighted else 'no'} | {smoothing} | "
-              f"{best:.3f} |", flush=True)
+        print(
+            f"| {'balanced' if balanced else 'shuffled'} | {loss} | {'yes' if weighted else 'no'} | {smoothing} | "
+            f"{best:.3f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

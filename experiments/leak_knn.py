@@ -26,7 +26,7 @@ def nearest_neighbour(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     """Index of each test row's most cosine-similar training row."""
     a = train / np.linalg.norm(train, axis=1, keepdims=True)
     b = test / np.linalg.norm(test, axis=1, keepdims=True)
-    return np.concatenate([np.argmax(b[i:i + 512] @ a.T, axis=1) for i in range(0, len(b), 512)])
+    return np.concatenate([np.argmax(b[i : i + 512] @ a.T, axis=1) for i in range(0, len(b), 512)])
 
 
 def main() -> None:
@@ -44,7 +44,9 @@ def main() -> None:
         np.save(args.features, features)
     labels = table["dx"].map(CLASSES.index).to_numpy()
     lesions = table["lesion_id"].to_numpy()
-    print("| split | test images | 1-NN accuracy | 1-NN balanced accuracy | nearest training image is the same lesion |")
+    print(
+        "| split | test images | 1-NN accuracy | 1-NN balanced accuracy | nearest training image is the same lesion |"
+    )
     print("|---|---|---|---|---|")
     for spec in args.split:
         name, path = spec.split("=", 1)

@@ -14,10 +14,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
+from test_inference import png_bomb
 
 from dermxai.app.api import create_app
 from dermxai.inference.bundles import MODELS_DIR
-from test_inference import png_bomb
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.jpg"))
 LIMIT = 200_000
@@ -67,12 +67,15 @@ def test_explain_returns_a_png_overlay(client):
     assert bad.status_code == 400 and "unknown or unserved method" in bad.json()["detail"]
 
 
-@pytest.mark.parametrize("data, status, reason", [
-    (b"%PDF-1.4 definitely not an image", 415, "not_an_image"),
-    (b"", 400, "empty"),
-    (EXAMPLES[0].read_bytes()[:300], 400, "corrupt"),
-    (png_bomb(30_000, 30_000), 413, "too_many_pixels"),
-])
+@pytest.mark.parametrize(
+    "data, status, reason",
+    [
+        (b"%PDF-1.4 definitely not an image", 415, "not_an_image"),
+        (b"", 400, "empty"),
+        (EXAMPLES[0].read_bytes()[:300], 400, "corrupt"),
+        (png_bomb(30_000, 30_000), 413, "too_many_pixels"),
+    ],
+)
 def test_bad_uploads_get_json_4xx_errors(client, data, status, reason):
     response = client.post("/predict", files=upload(data))
     assert response.status_code == status
@@ -89,10 +92,11 @@ def test_oversized_uploads_are_refused_with_413(client):
     assert response.status_code == 413 and response.json()["reason"] == "too_many_bytes"
 
     def stream():  # no Content-Length: counted while it arrives
-        boundary = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jpg\"\r\n\r\n"
+        boundary = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n'
         yield b"" + boundary
         for _ in range(LIMIT // 10_000 * 2):
             yield b"\x00" * 10_000
+
     response = client.post("/predict", content=stream(), headers={"content-type": "multipart/form-data; boundary=b"})
     assert response.status_code == 413 and response.json()["reason"] == "too_many_bytes"
 

@@ -15,8 +15,13 @@ runner = CliRunner()
 
 
 def split_of(table: pd.DataFrame, assign: dict[str, str]) -> pd.DataFrame:
-    return pd.DataFrame({"image_id": table["image_id"], "lesion_group": table["lesion_id"],
-                         "split": table["image_id"].map(lambda image_id: assign.get(image_id, "train"))})
+    return pd.DataFrame(
+        {
+            "image_id": table["image_id"],
+            "lesion_group": table["lesion_id"],
+            "split": table["image_id"].map(lambda image_id: assign.get(image_id, "train")),
+        }
+    )
 
 
 def test_audit_finds_lesion_and_reviewed_duplicate_crossings(fixture_table):
@@ -38,8 +43,9 @@ def test_audit_of_a_clean_split_is_leak_free(fixture_table):
 
 def test_split_then_audit_commands(tmp_path, fixture_dir):
     out = tmp_path / "split.csv"
-    result = runner.invoke(app, ["data", "split", "--data", str(fixture_dir), "--out", str(out), "--val", "0.2",
-                                 "--test", "0.2"])
+    result = runner.invoke(
+        app, ["data", "split", "--data", str(fixture_dir), "--out", str(out), "--val", "0.2", "--test", "0.2"]
+    )
     assert result.exit_code == 0, result.output
     assert "33 lesion ids -> 32 groups (1 merged by near-duplicate pairs)" in result.output
     split = pd.read_csv(out)
@@ -62,8 +68,19 @@ def test_audit_command_fails_on_a_leaky_split(tmp_path, fixture_dir, fixture_tab
 
 def test_commands_report_bad_input_without_a_traceback(tmp_path, fixture_dir):
     (tmp_path / "labels.csv").write_text("image_id,dx\nISIC_0024307,zebra\n")
-    result = runner.invoke(app, ["data", "split", "--data", str(tmp_path / "labels.csv"), "--images",
-                                 str(fixture_dir), "--out", str(tmp_path / "s.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "split",
+            "--data",
+            str(tmp_path / "labels.csv"),
+            "--images",
+            str(fixture_dir),
+            "--out",
+            str(tmp_path / "s.csv"),
+        ],
+    )
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "unknown diagnosis label in 1 row(s): line 2: dx='zebra'" in " ".join(result.output.split())
     result = runner.invoke(app, ["data", "audit", "--data", str(fixture_dir), "--split", str(tmp_path / "none.csv")])

@@ -52,8 +52,13 @@ def app_url():
     env.pop("DERMXAI_MODEL", None)
     SHOTS.mkdir(parents=True, exist_ok=True)
     log = open(SHOTS / "streamlit.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "dermxai.cli", "app", "--port", str(port), "--address",
-                               "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dermxai.cli", "app", "--port", str(port), "--address", "127.0.0.1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

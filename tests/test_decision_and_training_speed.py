@@ -43,14 +43,31 @@ def test_square_root_class_weights_are_milder_than_inverse():
     assert torch.isclose(sqrt.mean(), torch.tensor(1.0))
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--lr", "-1", "--lr must be positive"), ("--epochs", "0", "--epochs must be at least 1"),
-    ("--height", "0", "--height/--width must be at least 16"), ("--precision", "fp8", "--precision must be one of"),
-    ("--ema-decay", "1.5", "--ema-decay must be in"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--lr", "-1", "--lr must be positive"),
+        ("--epochs", "0", "--epochs must be at least 1"),
+        ("--height", "0", "--height/--width must be at least 16"),
+        ("--precision", "fp8", "--precision must be one of"),
+        ("--ema-decay", "1.5", "--ema-decay must be in"),
+    ],
+)
 def test_bad_training_arguments_are_one_line_errors(tmp_path, fixture_dir, option, value, message):
-    result = runner.invoke(app, ["train", "--data", str(fixture_dir), "--split", str(tmp_path / "s.csv"),
-                                 "--out", str(tmp_path / "run"), option, value])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(fixture_dir),
+            "--split",
+            str(tmp_path / "s.csv"),
+            "--out",
+            str(tmp_path / "run"),
+            option,
+            value,
+        ],
+    )
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
@@ -59,8 +76,9 @@ def test_bad_training_arguments_are_one_line_errors(tmp_path, fixture_dir, optio
 def test_ema_weights_are_validated_and_shipped_and_the_model_is_channels_last():
     torch.manual_seed(0)
     model, arch = create_model("resnet18", "none", len(CLASSES))
-    module = Classifier(model, architecture("resnet18"), TrainConfig(arch="resnet18", ema_decay=0.9),
-                        torch.nn.CrossEntropyLoss())
+    module = Classifier(
+        model, architecture("resnet18"), TrainConfig(arch="resnet18", ema_decay=0.9), torch.nn.CrossEntropyLoss()
+    )
     assert module.final_model is module.ema.module
     conv = module.model.conv1.weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
@@ -70,11 +88,15 @@ def test_ema_weights_are_validated_and_shipped_and_the_model_is_channels_last():
     module.ema.update(module.model, step=10)
     moved = module.ema.module.conv1.weight
     assert not torch.equal(moved, ema_before) and not torch.equal(moved, module.model.conv1.weight)
-    optimised = {id(p) for group in torch.optim.AdamW(
-        [p for _, p in module.model.named_parameters()]).param_groups for p in group["params"]}
+    optimised = {
+        id(p)
+        for group in torch.optim.AdamW([p for _, p in module.model.named_parameters()]).param_groups
+        for p in group["params"]
+    }
     assert not any(id(p) in optimised for p in module.ema.module.parameters())
-    plain = Classifier(create_model("resnet18", "none", 7)[0], arch, TrainConfig(arch="resnet18"),
-                       torch.nn.CrossEntropyLoss())
+    plain = Classifier(
+        create_model("resnet18", "none", 7)[0], arch, TrainConfig(arch="resnet18"), torch.nn.CrossEntropyLoss()
+    )
     assert plain.ema is None and plain.final_model is plain.model
 
 

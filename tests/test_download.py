@@ -38,11 +38,20 @@ class FakeDataverse:
     def listing(self) -> dict:
         data = []
         for file_id, spec in self.files.items():
-            entry = {"id": file_id, "filename": spec["name"], "filesize": len(spec["body"]),
-                     "checksum": {"type": "MD5", "value": spec.get("md5", hashlib.md5(spec["body"]).hexdigest())}}
+            entry = {
+                "id": file_id,
+                "filename": spec["name"],
+                "filesize": len(spec["body"]),
+                "checksum": {"type": "MD5", "value": spec.get("md5", hashlib.md5(spec["body"]).hexdigest())},
+            }
             if spec.get("original"):
-                entry.update(filename=spec["name"].replace(".csv", ".tab"), originalFileFormat="text/csv",
-                             originalFileName=spec["name"], originalFileSize=len(spec["body"]), filesize=7)
+                entry.update(
+                    filename=spec["name"].replace(".csv", ".tab"),
+                    originalFileFormat="text/csv",
+                    originalFileName=spec["name"],
+                    originalFileSize=len(spec["body"]),
+                    filesize=7,
+                )
             data.append({"label": entry["filename"], "dataFile": entry})
         return {"status": "OK", "data": data}
 
@@ -71,8 +80,12 @@ class FakeDataverse:
                     self.close_connection = True
                     return
                 status = 206 if start else 200
-                self._send(status, body[start:], "application/octet-stream",
-                           {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"} if start else {})
+                self._send(
+                    status,
+                    body[start:],
+                    "application/octet-stream",
+                    {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"} if start else {},
+                )
 
             def _send(self, status: int, body: bytes, kind: str, headers: dict | None = None) -> None:
                 self.send_response(status)

@@ -8,7 +8,11 @@ import pytest
 
 from dermxai.data import DatasetError
 from dermxai.data.duplicates import (
-    candidate_pairs, contact_sheet, hash_distance_pairs, perceptual_hashes, read_reviewed_pairs,
+    candidate_pairs,
+    contact_sheet,
+    hash_distance_pairs,
+    perceptual_hashes,
+    read_reviewed_pairs,
 )
 
 KNOWN_PAIR = ("ISIC_0030074", "ISIC_0025226")  # in the fixture, reviewed as one lesion under two ids
@@ -21,7 +25,8 @@ def test_hash_distance_pairs_match_brute_force():
     found = hash_distance_pairs(hashes, 20, chunk=64)
     expected = {
         (i, j, bin(int(hashes[i]) ^ int(hashes[j])).count("1"))
-        for i in range(300) for j in range(i + 1, 300)
+        for i in range(300)
+        for j in range(i + 1, 300)
         if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= 20
     }
     assert set(map(tuple, found.tolist())) == expected
@@ -43,8 +48,19 @@ def test_known_near_duplicate_is_a_candidate_and_unrelated_images_are_not(fixtur
 def test_contact_sheet_draws_every_pair(tmp_path, fixture_table):
     from PIL import Image
 
-    pairs = pd.DataFrame([{"image_a": KNOWN_PAIR[0], "image_b": KNOWN_PAIR[1], "lesion_a": "a", "lesion_b": "b",
-                           "hash_distance": 2, "cosine": 0.93}] * 5)
+    pairs = pd.DataFrame(
+        [
+            {
+                "image_a": KNOWN_PAIR[0],
+                "image_b": KNOWN_PAIR[1],
+                "lesion_a": "a",
+                "lesion_b": "b",
+                "hash_distance": 2,
+                "cosine": 0.93,
+            }
+        ]
+        * 5
+    )
     contact_sheet(pairs, fixture_table, tmp_path / "sheet.png", thumb=100)
     with Image.open(tmp_path / "sheet.png") as sheet:
         assert sheet.size == (4 * 210, 2 * (75 + 28))

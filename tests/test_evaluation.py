@@ -10,8 +10,15 @@ from torch import nn
 from dermxai.data.labels import CLASSES
 from dermxai.evaluation.calibration import ValidationSet, calibrate_config, fit_temperature, malignant_threshold
 from dermxai.evaluation.contract import check_metrics
-from dermxai.evaluation.metrics import (binary_auc, bootstrap_ci, classification_report, expected_calibration_error,
-                                        negative_log_likelihood, operating_point, scalar_metrics)
+from dermxai.evaluation.metrics import (
+    binary_auc,
+    bootstrap_ci,
+    classification_report,
+    expected_calibration_error,
+    negative_log_likelihood,
+    operating_point,
+    scalar_metrics,
+)
 from dermxai.evaluation.predict import predict_logits, tta_views
 from dermxai.evaluation.subgroups import age_band, subgroup_table
 from dermxai.probabilities import softmax
@@ -48,8 +55,9 @@ def test_confusion_matrix_and_per_class_entries(hand_case):
     y, probs = hand_case
     report = classification_report(y, probs, CLASSES3, threshold=0.5)
     assert report["confusion_matrix"] == [[1, 1, 0], [0, 3, 0], [1, 0, 1]]
-    assert report["per_class"]["bcc"] == pytest.approx({"precision": 0.75, "recall": 1.0, "f1": 6 / 7,
-                                                        "auc": report["per_class"]["bcc"]["auc"], "support": 3})
+    assert report["per_class"]["bcc"] == pytest.approx(
+        {"precision": 0.75, "recall": 1.0, "f1": 6 / 7, "auc": report["per_class"]["bcc"]["auc"], "support": 3}
+    )
     # malignant = akiec+bcc score; 0.6+0.2 = 0.8 when predicted malignant, 0.4 when predicted bkl
     assert report["malignant"] == pytest.approx({"threshold": 0.5, "sensitivity": 1.0, "specificity": 0.5})
 
@@ -149,8 +157,11 @@ def test_calibration_steps_run_in_order_and_keep_other_keys():
 
     from dermxai.evaluation.calibration import CALIBRATION_STEPS
 
-    config = calibrate_config(ValidationSet(logits, y, [str(i) for i in range(200)], list(CLASSES)),
-                              {"arch": "x", "thresholds": {"other": 0.3}}, [*CALIBRATION_STEPS, extra_step])
+    config = calibrate_config(
+        ValidationSet(logits, y, [str(i) for i in range(200)], list(CLASSES)),
+        {"arch": "x", "thresholds": {"other": 0.3}},
+        [*CALIBRATION_STEPS, extra_step],
+    )
     assert config["arch"] == "x" and config["thresholds"]["other"] == 0.3
     assert seen == [config["temperature"]] and config["abstain"] == {"max_entropy": 1.0}
     assert config["calibration"]["nll_after"] <= config["calibration"]["nll_before"]
@@ -197,15 +208,38 @@ def test_predict_logits_matches_a_manual_forward():
 def test_age_bands_and_subgroup_rows():
     import pandas as pd
 
-    assert [age_band(a) for a in (5, 29.9, 30, 44, 45, 60, 74, 75, 90, None, float("nan"), "")] == \
-        ["<30", "<30", "30-44", "30-44", "45-59", "60-74", "60-74", ">=75", ">=75", "unknown", "unknown", "unknown"]
-    meta = pd.DataFrame({"sex": ["male", "male", "female", None], "age": [20, 80, 20, None],
-                         "localization": ["back", "back", "face", "face"]})
+    assert [age_band(a) for a in (5, 29.9, 30, 44, 45, 60, 74, 75, 90, None, float("nan"), "")] == [
+        "<30",
+        "<30",
+        "30-44",
+        "30-44",
+        "45-59",
+        "60-74",
+        "60-74",
+        ">=75",
+        ">=75",
+        "unknown",
+        "unknown",
+        "unknown",
+    ]
+    meta = pd.DataFrame(
+        {
+            "sex": ["male", "male", "female", None],
+            "age": [20, 80, 20, None],
+            "localization": ["back", "back", "face", "face"],
+        }
+    )
     y = np.array([0, 2, 1, 2])
     table = subgroup_table(meta, y, one_hot_probs([0, 0, 1, 2]), CLASSES3, 0.5)
     male = next(r for r in table["sex"] if r["group"] == "male")
-    assert male == {"group": "male", "n": 2, "accuracy": 0.5, "balanced_accuracy": 0.5, "n_malignant": 1,
-                    "malignant_sensitivity": 1.0}
+    assert male == {
+        "group": "male",
+        "n": 2,
+        "accuracy": 0.5,
+        "balanced_accuracy": 0.5,
+        "n_malignant": 1,
+        "malignant_sensitivity": 1.0,
+    }
     assert [r["group"] for r in table["age_band"]] == ["<30", ">=75", "unknown"]
     unknown = next(r for r in table["sex"] if r["group"] == "unknown")
     assert unknown["balanced_accuracy"] is None and unknown["malignant_sensitivity"] is None
@@ -213,12 +247,18 @@ def test_age_bands_and_subgroup_rows():
 
 def test_contract_check_rejects_broken_metrics(hand_case):
     y, probs = hand_case
-    good = {"n": 7, "classes": CLASSES3, **classification_report(y, probs, CLASSES3, 0.5),
-            "ci95": {k: [0.0, 1.0] for k in scalar_metrics(y, probs, CLASSES3, 0.5)}}
+    good = {
+        "n": 7,
+        "classes": CLASSES3,
+        **classification_report(y, probs, CLASSES3, 0.5),
+        "ci95": {k: [0.0, 1.0] for k in scalar_metrics(y, probs, CLASSES3, 0.5)},
+    }
     check_metrics(good)
-    for broken, message in (({k: v for k, v in good.items() if k != "macro_auc"}, "lacks macro_auc"),
-                            ({**good, "n": 8}, "summing to n"),
-                            ({**good, "malignant": {"threshold": 0.5}}, "malignant must hold"),
-                            ({**good, "per_class": {**good["per_class"], "bkl": {"f1": 1.0}}}, "per_class\\[bkl\\]")):
+    for broken, message in (
+        ({k: v for k, v in good.items() if k != "macro_auc"}, "lacks macro_auc"),
+        ({**good, "n": 8}, "summing to n"),
+        ({**good, "malignant": {"threshold": 0.5}}, "malignant must hold"),
+        ({**good, "per_class": {**good["per_class"], "bkl": {"f1": 1.0}}}, "per_class\\[bkl\\]"),
+    ):
         with pytest.raises(ValueError, match=message):
             check_metrics(broken)

@@ -27,10 +27,27 @@ def bundle(tmp_path_factory) -> Path:
     """An untrained resnet18 at 32x48 saved as a bundle (as `train` would, minus the training)."""
     torch.manual_seed(0)
     model, arch = create_model("resnet18", "none", len(CLASSES))
-    config = {"arch": "resnet18", "classes": list(CLASSES), "height": 32, "width": 48, "mean": list(arch.mean),
-              "std": list(arch.std), "cam_layer": arch.cam_layer, "temperature": 1.0, "thresholds": {},
-              "weights": "none", "seed": 0, "epochs_trained": 3, "best_epoch": 2, "val_bacc": 0.2,
-              "train_time_s": 90.0, "recipe": {}, "dataset_fingerprint": "f", "split_fingerprint": "s", "versions": {}}
+    config = {
+        "arch": "resnet18",
+        "classes": list(CLASSES),
+        "height": 32,
+        "width": 48,
+        "mean": list(arch.mean),
+        "std": list(arch.std),
+        "cam_layer": arch.cam_layer,
+        "temperature": 1.0,
+        "thresholds": {},
+        "weights": "none",
+        "seed": 0,
+        "epochs_trained": 3,
+        "best_epoch": 2,
+        "val_bacc": 0.2,
+        "train_time_s": 90.0,
+        "recipe": {},
+        "dataset_fingerprint": "f",
+        "split_fingerprint": "s",
+        "versions": {},
+    }
     return save_bundle(tmp_path_factory.mktemp("model") / "bundle", model, config)
 
 
@@ -40,8 +57,13 @@ def split_file(tmp_path_factory, fixture_table) -> Path:
     lesions = sorted(fixture_table["lesion_id"].unique())
     val = set(lesions[::2])
     path = tmp_path_factory.mktemp("split") / "split.csv"
-    pd.DataFrame({"image_id": fixture_table["image_id"], "lesion_group": fixture_table["lesion_id"],
-                  "split": fixture_table["lesion_id"].map(lambda l: "val" if l in val else "test")}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "image_id": fixture_table["image_id"],
+            "lesion_group": fixture_table["lesion_id"],
+            "split": fixture_table["lesion_id"].map(lambda lesion: "val" if lesion in val else "test"),
+        }
+    ).to_csv(path, index=False)
     return path
 
 
@@ -76,8 +98,14 @@ def test_metrics_json_honours_the_contract_and_agrees_with_the_predictions(evalu
         if lo is not None and metrics.get(key) is not None:
             assert lo <= hi
     p = metrics["provenance"]
-    assert (p["arch"], p["height"], p["width"], p["weights"], p["epochs_trained"], p["train_time_s"]) == \
-        ("resnet18", 32, 48, "none", 3, 90.0)
+    assert (p["arch"], p["height"], p["width"], p["weights"], p["epochs_trained"], p["train_time_s"]) == (
+        "resnet18",
+        32,
+        48,
+        "none",
+        3,
+        90.0,
+    )
     assert p["evaluated_on"]["subset"] == "test" and "evaluate" in p["command"]
     assert sum(r["n"] for r in metrics["subgroups"]["sex"]) == metrics["n"]
 
@@ -99,8 +127,9 @@ def test_labels_csv_in_both_layouts_give_the_same_result(tmp_path, bundle, fixtu
     results = []
     for labels in (plain, isic):
         out = tmp_path / labels.stem
-        result = evaluate("--model", str(bundle), "--images", str(fixture_dir / "images"), "--labels", str(labels),
-                          "--out", str(out))
+        result = evaluate(
+            "--model", str(bundle), "--images", str(fixture_dir / "images"), "--labels", str(labels), "--out", str(out)
+        )
         assert result.exit_code == 0, result.output
         results.append(json.loads((out / "metrics.json").read_text()))
     assert results[0]["n"] == results[1]["n"] == len(fixture_table)
@@ -109,8 +138,9 @@ def test_labels_csv_in_both_layouts_give_the_same_result(tmp_path, bundle, fixtu
 
 
 def test_tta_is_recorded_and_changes_the_probabilities(tmp_path, bundle, fixture_dir, split_file, evaluated):
-    result = evaluate("--model", str(bundle), "--data", str(fixture_dir), "--split", str(split_file),
-                      "--out", str(tmp_path), "--tta")
+    result = evaluate(
+        "--model", str(bundle), "--data", str(fixture_dir), "--split", str(split_file), "--out", str(tmp_path), "--tta"
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["tta"] is True and metrics["tta_views"] == 4  # 32x48 is not square
@@ -118,18 +148,37 @@ def test_tta_is_recorded_and_changes_the_probabilities(tmp_path, bundle, fixture
     assert not np.allclose(pd.read_csv(tmp_path / "predictions.csv")["prob_mel"], plain["prob_mel"])
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing bundle", "not a model bundle"),
-    ("no such subset", "no images in subset 'train'"),
-    ("unknown image", "image not found"),
-    ("both sources", "give either"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing bundle", "not a model bundle"),
+        ("no such subset", "no images in subset 'train'"),
+        ("unknown image", "image not found"),
+        ("both sources", "give either"),
+    ],
+)
 def test_bad_inputs_give_clear_errors(tmp_path, bundle, fixture_dir, split_file, case, message):
-    args = {"missing bundle": ["--model", str(tmp_path / "nothing"), "--data", str(fixture_dir), "--split",
-                               str(split_file)],
-            "no such subset": ["--model", str(bundle), "--data", str(fixture_dir), "--split", str(split_file),
-                               "--subset", "train"],
-            "both sources": ["--model", str(bundle), "--data", str(fixture_dir), "--labels", str(split_file)]}
+    args = {
+        "missing bundle": [
+            "--model",
+            str(tmp_path / "nothing"),
+            "--data",
+            str(fixture_dir),
+            "--split",
+            str(split_file),
+        ],
+        "no such subset": [
+            "--model",
+            str(bundle),
+            "--data",
+            str(fixture_dir),
+            "--split",
+            str(split_file),
+            "--subset",
+            "train",
+        ],
+        "both sources": ["--model", str(bundle), "--data", str(fixture_dir), "--labels", str(split_file)],
+    }
     if case == "unknown image":
         labels = tmp_path / "labels.csv"
         labels.write_text("image_id,dx\nISIC_0024307,mel\nISIC_9999999,nv\n")
@@ -142,26 +191,64 @@ def test_bad_inputs_give_clear_errors(tmp_path, bundle, fixture_dir, split_file,
 def test_calibrate_writes_temperature_and_threshold_into_the_bundle(tmp_path, bundle, fixture_dir, split_file):
     copy = shutil.copytree(bundle, tmp_path / "bundle")
     before = json.loads((copy / "config.json").read_text())
-    result = runner.invoke(app, ["calibrate", "--model", str(copy), "--data", str(fixture_dir), "--split",
-                                 str(split_file), "--target-sensitivity", "0.8"])
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--model",
+            str(copy),
+            "--data",
+            str(fixture_dir),
+            "--split",
+            str(split_file),
+            "--target-sensitivity",
+            "0.8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     _, config = load_bundle(copy)
-    assert {k: v for k, v in config.items() if k not in ("temperature", "thresholds", "calibration", "abstain")} == \
-        {k: v for k, v in before.items() if k not in ("temperature", "thresholds")}
+    assert {k: v for k, v in config.items() if k not in ("temperature", "thresholds", "calibration", "abstain")} == {
+        k: v for k, v in before.items() if k not in ("temperature", "thresholds")
+    }
     assert config["abstain"]["temperature"] == config["temperature"]  # the app's step runs after the temperature
     c = config["calibration"]
     assert config["temperature"] > 0 and c["nll_after"] <= c["nll_before"] + 1e-9
     assert c["val_sensitivity"] >= 0.8 and c["n_val"] == (pd.read_csv(split_file)["split"] == "val").sum()
     assert not list(copy.glob("*.partial"))
     out = tmp_path / "eval"
-    assert evaluate("--model", str(copy), "--data", str(fixture_dir), "--split", str(split_file), "--subset", "val",
-                    "--out", str(out)).exit_code == 0
+    assert (
+        evaluate(
+            "--model",
+            str(copy),
+            "--data",
+            str(fixture_dir),
+            "--split",
+            str(split_file),
+            "--subset",
+            "val",
+            "--out",
+            str(out),
+        ).exit_code
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["temperature"] == pytest.approx(config["temperature"])
     assert metrics["malignant"]["threshold"] == pytest.approx(config["thresholds"]["malignant"])
     assert metrics["malignant"]["sensitivity"] >= 0.8  # same data it was fitted on
-    bad = runner.invoke(app, ["calibrate", "--model", str(copy), "--data", str(fixture_dir), "--split",
-                              str(split_file), "--target-sensitivity", "1.5"])
+    bad = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--model",
+            str(copy),
+            "--data",
+            str(fixture_dir),
+            "--split",
+            str(split_file),
+            "--target-sensitivity",
+            "1.5",
+        ],
+    )
     assert bad.exit_code == 2 and "(0, 1]" in " ".join(bad.output.split())
 
 
@@ -170,13 +257,24 @@ def test_compare_renders_one_row_per_run_with_cis_and_the_cam_column(tmp_path, e
     shutil.copytree(evaluated, first)
     metrics = json.loads((evaluated / "metrics.json").read_text())
     metrics["accuracy"], metrics["ci95"]["accuracy"] = 0.8123, [0.7, 0.9]
-    metrics["provenance"].update(arch="efficientnet_lite0", height=112, width=150, weights="imagenet",
-                                 train_time_s=7200, train_hardware="2-core CPU")
+    metrics["provenance"].update(
+        arch="efficientnet_lite0",
+        height=112,
+        width=150,
+        weights="imagenet",
+        train_time_s=7200,
+        train_hardware="2-core CPU",
+    )
     second.mkdir()
     (second / "metrics.json").write_text(json.dumps(metrics))
-    (second / "explain_metrics.json").write_text(json.dumps(
-        {"in_mask_energy": {"mean": 0.61, "ci95": [0.55, 0.66]},
-         "baselines": {"gaussian": {"in_mask_energy": {"mean": 0.42, "ci95": [0.4, 0.45]}}}}))
+    (second / "explain_metrics.json").write_text(
+        json.dumps(
+            {
+                "in_mask_energy": {"mean": 0.61, "ci95": [0.55, 0.66]},
+                "baselines": {"gaussian": {"in_mask_energy": {"mean": 0.42, "ci95": [0.4, 0.45]}}},
+            }
+        )
+    )
     shutil.copytree(bundle, untrained / "bundle")
     table = tmp_path / "table.md"
     result = runner.invoke(app, ["compare", str(first), str(second), str(untrained), "--out", str(table)])
@@ -195,9 +293,33 @@ def test_compare_renders_one_row_per_run_with_cis_and_the_cam_column(tmp_path, e
 def test_leak_trains_both_splits_and_writes_the_table(tmp_path, fixture_dir, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "leak"
-    result = runner.invoke(app, ["leak", "--data", str(fixture_dir), "--out", str(out), "--arch", "resnet18",
-                                 "--weights", "none", "--height", "32", "--width", "32", "--epochs", "1",
-                                 "--batch-size", "8", "--bootstrap", "20", "--accelerator", "cpu", "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "leak",
+            "--data",
+            str(fixture_dir),
+            "--out",
+            str(out),
+            "--arch",
+            "resnet18",
+            "--weights",
+            "none",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--bootstrap",
+            "20",
+            "--accelerator",
+            "cpu",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "leak.json").read_text())
     assert set(summary["results"]) == {"image", "lesion"}
@@ -212,8 +334,9 @@ def test_leak_trains_both_splits_and_writes_the_table(tmp_path, fixture_dir, mon
 def test_undefined_figures_are_null_not_nan(tmp_path, bundle, fixture_dir, fixture_table):
     labels = tmp_path / "nv.csv"
     fixture_table.loc[fixture_table["dx"] == "nv", ["image_id", "dx"]].to_csv(labels, index=False)
-    result = evaluate("--model", str(bundle), "--images", str(fixture_dir), "--labels", str(labels),
-                      "--out", str(tmp_path / "out"))
+    result = evaluate(
+        "--model", str(bundle), "--images", str(fixture_dir), "--labels", str(labels), "--out", str(tmp_path / "out")
+    )
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out" / "metrics.json").read_text()
     metrics = json.loads(text)  # strict JSON: no NaN

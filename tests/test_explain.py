@@ -15,18 +15,25 @@ from typer.testing import CliRunner
 
 from dermxai.cli import app
 from dermxai.data.labels import CLASSES
-from dermxai.inference.cams import METHODS, explain, target_layer
 from dermxai.explain.commands import METHOD_HELP
 from dermxai.explain.io import read_mask
+from dermxai.inference.cams import METHODS, explain, target_layer
 from dermxai.models.bundle import save_bundle
 from dermxai.models.registry import create_model
 
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("arch, layer", [("resnet18", "layer4"), ("densenet121", "features.norm5"),
-                                         ("efficientnet_b0", "features.8"), ("efficientnet_lite0", "bn2"),
-                                         ("resnet10t", "layer4")])  # the last: a timm model, found by the rule
+@pytest.mark.parametrize(
+    "arch, layer",
+    [
+        ("resnet18", "layer4"),
+        ("densenet121", "features.norm5"),
+        ("efficientnet_b0", "features.8"),
+        ("efficientnet_lite0", "bn2"),
+        ("resnet10t", "layer4"),
+    ],
+)  # the last: a timm model, found by the rule
 def test_target_layer_of_each_architecture(arch, layer):
     model, _ = create_model(arch, weights="none")
     assert target_layer(model, arch) is model.get_submodule(layer)
@@ -123,10 +130,24 @@ def bundles(tmp_path_factory):
     made = []
     for arch, (height, width) in (("resnet18", (32, 48)), ("efficientnet_lite0", (32, 40))):
         model, info = create_model(arch, weights="none")
-        config = {"arch": arch, "classes": list(CLASSES), "height": height, "width": width, "mean": list(info.mean),
-                  "std": list(info.std), "cam_layer": info.cam_layer, "temperature": 2.0, "thresholds": {},
-                  "weights": "none", "seed": 0, "epochs_trained": 0, "best_epoch": 0, "val_bacc": 0.0,
-                  "train_time_s": 0.0, "split_fingerprint": "test"}
+        config = {
+            "arch": arch,
+            "classes": list(CLASSES),
+            "height": height,
+            "width": width,
+            "mean": list(info.mean),
+            "std": list(info.std),
+            "cam_layer": info.cam_layer,
+            "temperature": 2.0,
+            "thresholds": {},
+            "weights": "none",
+            "seed": 0,
+            "epochs_trained": 0,
+            "best_epoch": 0,
+            "val_bacc": 0.0,
+            "train_time_s": 0.0,
+            "split_fingerprint": "test",
+        }
         made.append(save_bundle(root / arch, model, config, note="test"))
     return made
 
@@ -158,8 +179,10 @@ def test_explain_prints_the_calibrated_probability_and_writes_a_png(tmp_path, bu
     assert result.output.split()[:2] == [CLASSES[top], f"{probs[top]:.3f}"]
     single = png(out)
     monkeypatch.setattr(cams, "METHODS", {k: v for k, v in METHODS.items() if k != "scorecam"})  # slow on CPU
-    result = runner.invoke(app, ["explain", "--model", str(bundles[0]), lesion["path"], "--out", str(out),
-                                 "--all-methods", "--class", "mel"])
+    result = runner.invoke(
+        app,
+        ["explain", "--model", str(bundles[0]), lesion["path"], "--out", str(out), "--all-methods", "--class", "mel"],
+    )
     assert result.exit_code == 0, result.output
     width, height = png(out)
     assert width > single[0] and height > single[1]  # 7 panels in rows of 4 against 2 panels
@@ -178,10 +201,12 @@ def test_explain_errors_are_clear(tmp_path, bundles, lesion):
     text = tmp_path / "notes.jpg"
     text.write_text("not a picture")
     base = ["explain", "--model", str(bundles[0]), "--out", str(tmp_path / "x.png")]
-    for extra, message in (([str(tmp_path / "missing.jpg")], "no such image file"),
-                           ([str(text)], "not an image"),
-                           ([lesion["path"], "--method", "magic"], "unknown CAM method 'magic'"),
-                           ([lesion["path"], "--class", "wart"], "unknown class 'wart': use one of akiec")):
+    for extra, message in (
+        ([str(tmp_path / "missing.jpg")], "no such image file"),
+        ([str(text)], "not an image"),
+        ([lesion["path"], "--method", "magic"], "unknown CAM method 'magic'"),
+        ([lesion["path"], "--class", "wart"], "unknown class 'wart': use one of akiec"),
+    ):
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 2, result.output
         assert "error:" in result.output and message in result.output
@@ -221,14 +246,39 @@ def test_explain_score_writes_the_metrics_contract(tmp_path, bundles, fixture_di
     monkeypatch.setattr(evaluate, "SLOW_METHODS", ("layercam",))  # stands in for scorecam, which is slow on CPU
     split = tmp_path / "split.csv"
     test_ids = set(fixture_table.groupby("dx").head(2)["image_id"])
-    fixture_table.assign(lesion_group=fixture_table["lesion_id"],
-                         split=fixture_table["image_id"].map(lambda i: "test" if i in test_ids else "train"))[
-        ["image_id", "lesion_group", "split"]].to_csv(split, index=False)
+    fixture_table.assign(
+        lesion_group=fixture_table["lesion_id"],
+        split=fixture_table["image_id"].map(lambda i: "test" if i in test_ids else "train"),
+    )[["image_id", "lesion_group", "split"]].to_csv(split, index=False)
     out = tmp_path / "scores"
-    result = runner.invoke(app, ["explain-score", "--model", str(bundles[0]), "--data", str(fixture_dir), "--split",
-                                 str(split), "--subset", "test", "--method", "gradcam", "--method", "layercam",
-                                 "--limit", "4", "--scorecam-limit", "2", "--steps", "4", "--bootstrap", "50",
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "explain-score",
+            "--model",
+            str(bundles[0]),
+            "--data",
+            str(fixture_dir),
+            "--split",
+            str(split),
+            "--subset",
+            "test",
+            "--method",
+            "gradcam",
+            "--method",
+            "layercam",
+            "--limit",
+            "4",
+            "--scorecam-limit",
+            "2",
+            "--steps",
+            "4",
+            "--bootstrap",
+            "50",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "explain_metrics.json").read_text())
     assert metrics["method"] == "gradcam" and metrics["n_images"] == 4
@@ -247,8 +297,22 @@ def test_explain_score_writes_the_metrics_contract(tmp_path, bundles, fixture_di
     gaussian = metrics["baselines"]["gaussian"]["in_mask_energy"]["mean"]
     assert difference == pytest.approx(metrics["in_mask_energy"]["mean"] - gaussian)
     assert "| gradcam | 4 |" in (out / "explain_report.md").read_text()
-    result = runner.invoke(app, ["explain-score", "--model", str(bundles[0]), "--data", str(fixture_dir), "--split",
-                                 str(split), "--subset", "val", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "explain-score",
+            "--model",
+            str(bundles[0]),
+            "--data",
+            str(fixture_dir),
+            "--split",
+            str(split),
+            "--subset",
+            "val",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2 and "no images in subset 'val'" in result.output
 
 

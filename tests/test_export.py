@@ -23,10 +23,24 @@ runner = CliRunner()
 def tiny_bundle(folder):
     torch.manual_seed(0)
     model, arch = create_model("resnet18", weights="none")
-    config = {"arch": "resnet18", "classes": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], "height": 48,
-              "width": 64, "mean": list(arch.mean), "std": list(arch.std), "cam_layer": arch.cam_layer,
-              "temperature": 1.7, "thresholds": {}, "weights": "none", "seed": 0, "epochs_trained": 0,
-              "best_epoch": 0, "val_bacc": 0.0, "train_time_s": 0.0, "split_fingerprint": "test"}
+    config = {
+        "arch": "resnet18",
+        "classes": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"],
+        "height": 48,
+        "width": 64,
+        "mean": list(arch.mean),
+        "std": list(arch.std),
+        "cam_layer": arch.cam_layer,
+        "temperature": 1.7,
+        "thresholds": {},
+        "weights": "none",
+        "seed": 0,
+        "epochs_trained": 0,
+        "best_epoch": 0,
+        "val_bacc": 0.0,
+        "train_time_s": 0.0,
+        "split_fingerprint": "test",
+    }
     return save_bundle(folder, model, config)
 
 
@@ -49,7 +63,7 @@ def test_onnx_matches_pytorch_on_the_fixture_at_batch_1_and_3(exported, fixture_
     with torch.inference_mode():
         expected = model(torch.from_numpy(batch)).numpy()
     for size in (1, 3):
-        got = np.concatenate([onnx.logits(batch[i:i + size]) for i in range(0, size * (len(batch) // size), size)])
+        got = np.concatenate([onnx.logits(batch[i : i + size]) for i in range(0, size * (len(batch) // size), size)])
         assert got.shape == (size * (len(batch) // size), 7)
         difference = softmax(got, 1.7) - softmax(expected[: len(got)], 1.7)
         assert np.abs(difference).max() < 1e-4
@@ -113,8 +127,10 @@ def test_predict_path_does_not_import_torch(exported, fixture_dir):
     import sys
 
     image = next((fixture_dir / "images").rglob("*.jpg"))
-    code = ("import sys; from dermxai.inference.predictor import Predictor; "
-            f"p = Predictor({str(exported)!r}); p.predict(open({str(image)!r}, 'rb').read()); "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from dermxai.inference.predictor import Predictor; "
+        f"p = Predictor({str(exported)!r}); p.predict(open({str(image)!r}, 'rb').read()); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

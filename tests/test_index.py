@@ -52,18 +52,30 @@ def write(tmp_path: Path, text: str, name: str = "labels.csv") -> Path:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("image_id,dx\nISIC_0024307,nv\nISIC_0024310,melanoma\nISIC_0024311,cancer\n",
-         r"labels\.csv: unknown diagnosis label in 2 row\(s\): line 3: dx='melanoma', line 4: dx='cancer'; expected one of akiec"),
-        ("image_id,dx\nISIC_0024307,nv\nISIC_0024307,mel\n",
-         r"labels\.csv: duplicate image id in 1 row\(s\): line 3: image_id='ISIC_0024307'"),
+        (
+            "image_id,dx\nISIC_0024307,nv\nISIC_0024310,melanoma\nISIC_0024311,cancer\n",
+            r"labels\.csv: unknown diagnosis label in 2 row\(s\): line 3: dx='melanoma', line 4: dx='cancer'; expected one of akiec",
+        ),
+        (
+            "image_id,dx\nISIC_0024307,nv\nISIC_0024307,mel\n",
+            r"labels\.csv: duplicate image id in 1 row\(s\): line 3: image_id='ISIC_0024307'",
+        ),
         ("name,label\na,nv\n", r"labels\.csv: unrecognised CSV header \['name', 'label'\]"),
         ("image_id,dx\n", r"labels\.csv: the CSV has a header but no rows"),
         ("", r"labels\.csv: not a readable CSV file"),
         ('image_id,dx\n"ISIC_1,nv\n', r"labels\.csv: not a readable CSV file"),
-        ("image_id,dx\nISIC_0024307,nv,extra,cells\n", r"labels\.csv: not a readable CSV file \(the header has 2 fields; line 2 has 4\)"),
-        ("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nISIC_0024307,1,1,0,0,0,0,0\nISIC_0024310,0,0,0,0,0,0,0\n",
-         r"labels\.csv: label columns are not one-hot .* in 2 row\(s\): line 2: image='ISIC_0024307', line 3"),
-        ("image_id,dx,age\nISIC_0024307,nv,forty\n", r"labels\.csv: age is not a number in 1 row\(s\): line 2: age='forty'"),
+        (
+            "image_id,dx\nISIC_0024307,nv,extra,cells\n",
+            r"labels\.csv: not a readable CSV file \(the header has 2 fields; line 2 has 4\)",
+        ),
+        (
+            "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nISIC_0024307,1,1,0,0,0,0,0\nISIC_0024310,0,0,0,0,0,0,0\n",
+            r"labels\.csv: label columns are not one-hot .* in 2 row\(s\): line 2: image='ISIC_0024307', line 3",
+        ),
+        (
+            "image_id,dx,age\nISIC_0024307,nv,forty\n",
+            r"labels\.csv: age is not a number in 1 row\(s\): line 2: age='forty'",
+        ),
     ],
 )
 def test_bad_csv_gives_one_clear_error(tmp_path, fixture_dir, text, message):
@@ -80,9 +92,13 @@ def test_binary_file_is_not_a_csv(tmp_path, fixture_dir):
 
 def test_missing_images_are_named_with_their_rows(tmp_path, fixture_dir):
     path = write(tmp_path, "image_id,dx\nISIC_0024307,nv\nISIC_9999998,mel\nISIC_9999999,bcc\n")
-    with pytest.raises(DatasetError, match=(
-        r"labels\.csv: image not found under .*ham_mini in 2 row\(s\): "
-        r"line 3: image_id='ISIC_9999998', line 4: image_id='ISIC_9999999'")):
+    with pytest.raises(
+        DatasetError,
+        match=(
+            r"labels\.csv: image not found under .*ham_mini in 2 row\(s\): "
+            r"line 3: image_id='ISIC_9999998', line 4: image_id='ISIC_9999999'"
+        ),
+    ):
         load_dataset(path, images=fixture_dir)
 
 

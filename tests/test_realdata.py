@@ -22,7 +22,14 @@ def test_full_dataset_is_indexed(ham):
     table, _ = ham
     assert len(table) == 10015 and table["lesion_id"].nunique() == 7470
     assert table["dx"].value_counts().to_dict() == {
-        "nv": 6705, "mel": 1113, "bkl": 1099, "bcc": 514, "akiec": 327, "vasc": 142, "df": 115}
+        "nv": 6705,
+        "mel": 1113,
+        "bkl": 1099,
+        "bcc": 514,
+        "akiec": 327,
+        "vasc": 142,
+        "df": 115,
+    }
     assert table["mask_path"].notna().all()
 
 

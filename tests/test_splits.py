@@ -8,7 +8,12 @@ import pytest
 
 from dermxai.data import DatasetError
 from dermxai.data.splits import (
-    class_shares, grouped_split, image_split, lesion_groups, read_split, write_split,
+    class_shares,
+    grouped_split,
+    image_split,
+    lesion_groups,
+    read_split,
+    write_split,
 )
 
 COUNTS = {"nv": 1340, "mel": 222, "bkl": 220, "bcc": 103, "akiec": 65, "vasc": 28, "df": 23}  # HAM10000 / 5
@@ -77,7 +82,9 @@ def test_split_file_round_trip_and_errors(tmp_path):
     assert read_split(path, table).equals(split)
 
     path.write_text("image_id,lesion_group,split\nimg_nv_0,les_0,training\n")
-    with pytest.raises(DatasetError, match=r"split\.csv: split must be one of train, val, test; .*line 2: split='training'"):
+    with pytest.raises(
+        DatasetError, match=r"split\.csv: split must be one of train, val, test; .*line 2: split='training'"
+    ):
         read_split(path)
     path.write_text("image_id,split\nimg_nv_0,train\n")
     with pytest.raises(DatasetError, match="missing column\\(s\\) lesion_group"):

@@ -21,8 +21,21 @@ from dermxai.data.labels import CLASSES
 from dermxai.models.bundle import load_bundle
 
 runner = CliRunner()
-TINY = ["--arch", "resnet18", "--weights", "none", "--height", "32", "--width", "32", "--batch-size", "8",
-        "--no-progress", "--accelerator", "cpu"]
+TINY = [
+    "--arch",
+    "resnet18",
+    "--weights",
+    "none",
+    "--height",
+    "32",
+    "--width",
+    "32",
+    "--batch-size",
+    "8",
+    "--no-progress",
+    "--accelerator",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +43,30 @@ def split_file(tmp_path_factory, fixture_table) -> Path:
     """All fixture images train; one image per class also in val (a learning check, not an evaluation)."""
     path = tmp_path_factory.mktemp("split") / "split.csv"
     val = fixture_table.groupby("dx").head(1)["image_id"]
-    pd.DataFrame({"image_id": fixture_table["image_id"], "lesion_group": fixture_table["lesion_id"],
-                  "split": fixture_table["image_id"].isin(val).map({True: "val", False: "train"})}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "image_id": fixture_table["image_id"],
+            "lesion_group": fixture_table["lesion_id"],
+            "split": fixture_table["image_id"].isin(val).map({True: "val", False: "train"}),
+        }
+    ).to_csv(path, index=False)
     return path
 
 
 def train_args(fixture_dir, split_file, out, cache, *extra) -> list[str]:
-    return ["train", "--data", str(fixture_dir), "--split", str(split_file), "--out", str(out),
-            "--cache", str(cache), *TINY, *extra]
+    return [
+        "train",
+        "--data",
+        str(fixture_dir),
+        "--split",
+        str(split_file),
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        *TINY,
+        *extra,
+    ]
 
 
 def metrics(out: Path) -> pd.DataFrame:
@@ -46,12 +75,32 @@ def metrics(out: Path) -> pd.DataFrame:
     return run_metrics(out)
 
 
-def test_training_loss_falls_and_the_model_beats_chance_on_its_training_images(tmp_path, fixture_dir, split_file,
-                                                                                fixture_table):
+def test_training_loss_falls_and_the_model_beats_chance_on_its_training_images(
+    tmp_path, fixture_dir, split_file, fixture_table
+):
     out = tmp_path / "run"
-    result = runner.invoke(app, train_args(fixture_dir, split_file, out, tmp_path / "cache", "--epochs", "10",
-                                           "--batch-size", "4", "--height", "48", "--width", "48", "--lr", "1e-3",
-                                           "--no-augment", "--patience", "100"))
+    result = runner.invoke(
+        app,
+        train_args(
+            fixture_dir,
+            split_file,
+            out,
+            tmp_path / "cache",
+            "--epochs",
+            "10",
+            "--batch-size",
+            "4",
+            "--height",
+            "48",
+            "--width",
+            "48",
+            "--lr",
+            "1e-3",
+            "--no-augment",
+            "--patience",
+            "100",
+        ),
+    )
     assert result.exit_code == 0, result.output
     losses = metrics(out)["train/loss"].dropna().tolist()
     assert len(losses) == 10 and losses[-1] < 0.5 * losses[0]
@@ -69,8 +118,14 @@ def test_training_loss_falls_and_the_model_beats_chance_on_its_training_images(t
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dermxai.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dermxai.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def test_killed_run_resumes_from_its_last_checkpoint_to_the_same_result(tmp_path, fixture_dir, split_file):
@@ -90,9 +145,16 @@ def test_killed_run_resumes_from_its_last_checkpoint_to_the_same_result(tmp_path
     stopped_at = torch.load(last, weights_only=True)["epoch"]
     assert 1 <= stopped_at < 7  # 0-based epoch of the last completed epoch
 
-    resumed = subprocess.run([sys.executable, "-m", "dermxai.cli",
-                              *train_args(fixture_dir, split_file, killed, tmp_path / "cache", *epochs, "--resume")],
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dermxai.cli",
+            *train_args(fixture_dir, split_file, killed, tmp_path / "cache", *epochs, "--resume"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert torch.load(last, weights_only=True)["epoch"] == 7  # 0-based: the eighth epoch
     logged = metrics(killed)
@@ -112,8 +174,9 @@ def test_resume_without_a_checkpoint_and_overwriting_a_run_are_refused(tmp_path,
     assert result.exit_code == 2 and "no checkpoint to resume" in " ".join(result.output.split())
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, fixture_dir, split_file,
-                                                                                monkeypatch):
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
+    tmp_path, fixture_dir, split_file, monkeypatch
+):
     from dermxai.training import run
 
     real_build = run.build_loss
@@ -138,8 +201,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
 
-def test_full_disk_stops_with_a_clear_message_and_an_intact_checkpoint(tmp_path, fixture_dir, split_file,
-                                                                       monkeypatch):
+def test_full_disk_stops_with_a_clear_message_and_an_intact_checkpoint(tmp_path, fixture_dir, split_file, monkeypatch):
     import lightning as L
 
     real_save, calls = L.Trainer.save_checkpoint, {"n": 0}
@@ -161,18 +223,39 @@ def test_full_disk_stops_with_a_clear_message_and_an_intact_checkpoint(tmp_path,
 
 def test_missing_image_stops_before_training(tmp_path, fixture_dir, split_file):
     (tmp_path / "labels.csv").write_text("image_id,dx\nISIC_0024307,nv\nISIC_0000000,mel\n")
-    result = runner.invoke(app, ["train", "--data", str(tmp_path / "labels.csv"), "--images", str(fixture_dir),
-                                 "--split", str(split_file), "--out", str(tmp_path / "run"), *TINY])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tmp_path / "labels.csv"),
+            "--images",
+            str(fixture_dir),
+            "--split",
+            str(split_file),
+            "--out",
+            str(tmp_path / "run"),
+            *TINY,
+        ],
+    )
     assert result.exit_code == 2 and "image not found" in " ".join(result.output.split())
 
 
 def test_two_process_ddp_on_cpu_trains_and_writes_exactly_one_bundle(tmp_path, fixture_dir, split_file):
     out = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "dermxai.cli",
-         *train_args(fixture_dir, split_file, out, tmp_path / "cache", "--epochs", "2", "--devices", "2",
-                     "--strategy", "ddp")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PL_DISABLE_FORK": "1"},
+        [
+            sys.executable,
+            "-m",
+            "dermxai.cli",
+            *train_args(
+                fixture_dir, split_file, out, tmp_path / "cache", "--epochs", "2", "--devices", "2", "--strategy", "ddp"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PL_DISABLE_FORK": "1"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "distributed_backend=gloo" in result.stdout + result.stderr
@@ -195,7 +278,9 @@ def test_experiment_config_trains_each_model_into_its_own_run_folder(tmp_path, f
         assert bundle["arch"] == arch and (tmp_path / "runs" / arch / "logs" / "metrics.csv").is_file()
     again = runner.invoke(app, ["experiment", str(config), "--accelerator", "cpu", "--no-progress"])
     assert again.exit_code == 0 and again.output.count("already in") == 2
-    config.write_text(f"data: {fixture_dir}\nsplit: {split_file}\nout: {tmp_path / 'bad'}\n"
-                      "models: [resnet18]\nrecipe: {epochz: 3}\n")
+    config.write_text(
+        f"data: {fixture_dir}\nsplit: {split_file}\nout: {tmp_path / 'bad'}\n"
+        "models: [resnet18]\nrecipe: {epochz: 3}\n"
+    )
     bad = runner.invoke(app, ["experiment", str(config)])
     assert bad.exit_code == 2 and "unknown training option(s): epochz" in " ".join(bad.output.split())

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dermxai.models.pretrained import PretrainedWeightsUnavailable
-from dermxai.models.registry import REGISTRY, architecture, create_model
+from dermxai.models.registry import architecture, create_model
 from dermxai.training.augment import AugmentConfig, augment_batch
 from dermxai.training.datamodule import EpochSampler
 from dermxai.training.losses import FocalLoss, build_loss, class_weights
@@ -45,10 +45,13 @@ def test_torchvision_imagenet_weights_come_from_a_prefilled_cache(tmp_path, monk
 
 def test_torchvision_imagenet_weights_offline_with_empty_cache_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr("torch.hub.download_url_to_file",
-                        lambda *a, **k: (_ for _ in ()).throw(OSError("network is unreachable")))
-    with pytest.raises(PretrainedWeightsUnavailable,
-                       match=rf"Place resnet18-f37072fd\.pth .* in {tmp_path}/hub/checkpoints/.*--weights PATH or --weights none"):
+    monkeypatch.setattr(
+        "torch.hub.download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("network is unreachable"))
+    )
+    with pytest.raises(
+        PretrainedWeightsUnavailable,
+        match=rf"Place resnet18-f37072fd\.pth .* in {tmp_path}/hub/checkpoints/.*--weights PATH or --weights none",
+    ):
         create_model("resnet18", weights="imagenet")
 
 
@@ -65,9 +68,12 @@ def test_augmentation_without_jitter_or_scaling_only_flips_and_rotates_each_imag
     config = AugmentConfig(max_rotation_deg=0, scale=(1, 1), max_translate=0, brightness=0, contrast=0, saturation=0)
     images = torch.rand(16, 3, 8, 8)
     out = augment_batch(images, config, torch.Generator().manual_seed(0))
-    transforms = [lambda x, k=k, f=f: torch.rot90(x.flip(-1) if f else x, k, (-2, -1)) for k in range(4) for f in (0, 1)]
-    matched = [next(n for n, t in enumerate(transforms) if torch.allclose(t(img), o, atol=1e-5))
-               for img, o in zip(images, out)]
+    transforms = [
+        lambda x, k=k, f=f: torch.rot90(x.flip(-1) if f else x, k, (-2, -1)) for k in range(4) for f in (0, 1)
+    ]
+    matched = [
+        next(n for n, t in enumerate(transforms) if torch.allclose(t(img), o, atol=1e-5)) for img, o in zip(images, out)
+    ]
     assert len(set(matched)) > 3  # different images got different transforms
 
 

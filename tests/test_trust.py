@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +36,24 @@ CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 def tiny_bundle(folder: Path) -> Path:
     torch.manual_seed(0)
     model, arch = create_model("resnet18", weights="none")
-    config = {"arch": "resnet18", "classes": CLASSES, "height": 48, "width": 64, "mean": list(arch.mean),
-              "std": list(arch.std), "cam_layer": arch.cam_layer, "temperature": 1.0, "thresholds": {},
-              "weights": "none", "seed": 0, "epochs_trained": 0, "best_epoch": 0, "val_bacc": 0.0,
-              "train_time_s": 0.0, "split_fingerprint": "test"}
+    config = {
+        "arch": "resnet18",
+        "classes": CLASSES,
+        "height": 48,
+        "width": 64,
+        "mean": list(arch.mean),
+        "std": list(arch.std),
+        "cam_layer": arch.cam_layer,
+        "temperature": 1.0,
+        "thresholds": {},
+        "weights": "none",
+        "seed": 0,
+        "epochs_trained": 0,
+        "best_epoch": 0,
+        "val_bacc": 0.0,
+        "train_time_s": 0.0,
+        "split_fingerprint": "test",
+    }
     return save_bundle(folder, model, config)
 
 
@@ -56,6 +69,7 @@ def bundle(tmp_path_factory) -> Path:
 
 
 # --- the feature gate -------------------------------------------------------------------------------------
+
 
 def test_gate_accepts_the_target_share_and_withholds_far_away_features(tmp_path):
     rng = np.random.default_rng(0)
@@ -110,11 +124,12 @@ def test_predictor_withholds_what_the_gate_rejects_and_says_why(bundle, tmp_path
 
 # --- hostile input and broken bundles ---------------------------------------------------------------------
 
+
 def test_a_20000_by_1_png_is_resized_without_allocating_gigabytes(tmp_path):
     """B1: under a 1 GiB address-space cap (the old resize-then-crop needed ~1.3 GB for this image)."""
     script = textwrap.dedent(f"""
         import resource, io, sys
-        sys.path.insert(0, {str(ROOT / 'src')!r})
+        sys.path.insert(0, {str(ROOT / "src")!r})
         from PIL import Image
         from dermxai.data.cache import resize_cover
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
@@ -186,8 +201,10 @@ def test_broken_bundles_are_one_line_errors(bundle, tmp_path, breakage):
 def test_batch_predict_answers_the_good_files_and_reports_the_bad(bundle, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"definitely not an image")
-    result = runner.invoke(app, ["predict", str(EXAMPLE), str(bad), "/dev/zero", str(tmp_path / "nope.png"),
-                                 "--model", str(bundle), "--json"])
+    result = runner.invoke(
+        app,
+        ["predict", str(EXAMPLE), str(bad), "/dev/zero", str(tmp_path / "nope.png"), "--model", str(bundle), "--json"],
+    )
     assert result.exit_code == 1
     answers = json.loads(result.stdout)
     assert [a.get("error") is None for a in answers] == [True, False, False, False]
@@ -197,16 +214,21 @@ def test_batch_predict_answers_the_good_files_and_reports_the_bad(bundle, tmp_pa
 
 # --- front ends -------------------------------------------------------------------------------------------
 
+
 def test_api_errors_have_one_shape_and_docs_work_offline(bundle):
     from fastapi.testclient import TestClient
 
     from dermxai.app.api import create_app
 
     client = TestClient(create_app(bundle))
-    cases = [client.get("/nowhere"), client.delete("/predict"), client.post("/predict"),
-             client.post("/explain?method=scorecam", files={"file": ("a.jpg", EXAMPLE.read_bytes())}),
-             client.post("/explain?opacity=7", files={"file": ("a.jpg", EXAMPLE.read_bytes())}),
-             client.post("/predict", files={"file": ("a.txt", b"hello")})]
+    cases = [
+        client.get("/nowhere"),
+        client.delete("/predict"),
+        client.post("/predict"),
+        client.post("/explain?method=scorecam", files={"file": ("a.jpg", EXAMPLE.read_bytes())}),
+        client.post("/explain?opacity=7", files={"file": ("a.jpg", EXAMPLE.read_bytes())}),
+        client.post("/predict", files={"file": ("a.txt", b"hello")}),
+    ]
     assert [r.status_code for r in cases] == [404, 405, 422, 400, 422, 415]
     for response in cases:
         body = response.json()
@@ -218,8 +240,9 @@ def test_api_errors_have_one_shape_and_docs_work_offline(bundle):
 
 
 def test_app_binds_this_machine_by_default_and_the_qr_code_tells_the_truth():
-    from dermxai.app.commands import app_command
     import inspect
+
+    from dermxai.app.commands import app_command
 
     assert inspect.signature(app_command).parameters["address"].default == "127.0.0.1"
     assert phone_url("http://localhost:8501/", "127.0.0.1") is None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,11 +24,16 @@ errors = Console(stderr=True)
 
 DataOption = Annotated[Path, typer.Option("--data", help="Dataset folder (HAM10000 layout) or label CSV.")]
 ImagesOption = Annotated[Path | None, typer.Option("--images", help="Image folder, when --data is a CSV elsewhere.")]
-HashOption = Annotated[int, typer.Option("--hash-distance", help="pHash distance at or below which images are near-duplicates.")]
-ReviewedOption = Annotated[
-    Path | None, typer.Option("--duplicates", help="Reviewed near-duplicate pairs CSV (default: the HAM10000 one shipped).")
+HashOption = Annotated[
+    int, typer.Option("--hash-distance", help="pHash distance at or below which images are near-duplicates.")
 ]
-DEFAULT_HASH_DISTANCE = 0  # pHash alone finds look-alikes on dermoscopy: 38 of 40 pairs at distance <= 2 were different lesions
+ReviewedOption = Annotated[
+    Path | None,
+    typer.Option("--duplicates", help="Reviewed near-duplicate pairs CSV (default: the HAM10000 one shipped)."),
+]
+DEFAULT_HASH_DISTANCE = (
+    0  # pHash alone finds look-alikes on dermoscopy: 38 of 40 pairs at distance <= 2 were different lesions
+)
 
 
 def clear_errors(command: Callable) -> Callable:
@@ -80,8 +86,10 @@ def data_split(
         pairs += read_reviewed_pairs(duplicates)
         groups = lesion_groups(table, pairs)
         merged = table["lesion_id"].nunique() - groups.nunique()
-        console.print(f"{table['lesion_id'].nunique()} lesion ids -> {groups.nunique()} groups "
-                      f"({merged} merged by near-duplicate pairs)")
+        console.print(
+            f"{table['lesion_id'].nunique()} lesion ids -> {groups.nunique()} groups "
+            f"({merged} merged by near-duplicate pairs)"
+        )
         split = grouped_split(table, groups, val, test, seed)
     else:
         raise ValueError(f"--strategy must be 'lesion' or 'image', not {strategy!r}")
@@ -90,8 +98,9 @@ def data_split(
     report = Table(title=f"{out}  ({strategy}-level split, seed {seed})")
     report.add_column("dx")
     for column in shares.columns:
-        report.add_column(f"{column} (n={len(split) if column == 'all' else (split['split'] == column).sum()})",
-                          justify="right")
+        report.add_column(
+            f"{column} (n={len(split) if column == 'all' else (split['split'] == column).sum()})", justify="right"
+        )
     for dx, row in shares.iterrows():
         report.add_row(dx, *(f"{100 * v:.2f}%" for v in row))
     console.print(report)
@@ -136,8 +145,10 @@ def _print_audit(report: dict) -> None:
     console.print(summary)
     for pair, rows in report["near_duplicate_crossings"].items():
         for row in rows[:10]:
-            console.print(f"  near-duplicate {pair}: {row['image_a']} ({row['lesion_a']}) ~ "
-                          f"{row['image_b']} ({row['lesion_b']}), hash distance {row['hash_distance']}")
+            console.print(
+                f"  near-duplicate {pair}: {row['image_a']} ({row['lesion_a']}) ~ "
+                f"{row['image_b']} ({row['lesion_b']}), hash distance {row['hash_distance']}"
+            )
     test_n = report["split_sizes"]["test"]
     console.print(
         f"{report['test_images_with_train_sibling']} of {test_n} test images "
@@ -164,8 +175,9 @@ def data_cache(
     table = load_dataset(data, images)
     start = time.perf_counter()
     cache = build_cache(table, out, (height, width))
-    console.print(f"{out}: {cache.images.shape} uint8, fingerprint {cache.fingerprint[:12]}, "
-                  f"{time.perf_counter() - start:.1f} s")
+    console.print(
+        f"{out}: {cache.images.shape} uint8, fingerprint {cache.fingerprint[:12]}, {time.perf_counter() - start:.1f} s"
+    )
 
 
 @data_app.command("duplicates")
@@ -189,8 +201,10 @@ def data_duplicates(
     pairs.to_csv(out / "candidates.csv", index=False)
     for n, start in enumerate(range(0, len(pairs), per_sheet)):
         contact_sheet(pairs.iloc[start : start + per_sheet], table, out / f"sheet_{n:02d}.png")
-    console.print(f"{len(pairs)} candidate pairs under different lesion ids -> {out}/candidates.csv "
-                  f"and {-(-len(pairs) // per_sheet)} contact sheet(s)")
+    console.print(
+        f"{len(pairs)} candidate pairs under different lesion ids -> {out}/candidates.csv "
+        f"and {-(-len(pairs) // per_sheet)} contact sheet(s)"
+    )
 
 
 @data_app.command("download")
@@ -215,7 +229,9 @@ def train_command(
     data: DataOption,
     split: Annotated[Path, typer.Option("--split", help="Split CSV from `dermxai data split`.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, logs, bundle.")],
-    arch: Annotated[str, typer.Option(help="resnet18, densenet121, efficientnet_b0, efficientnet_lite0 or any timm name.")] = "efficientnet_lite0",
+    arch: Annotated[
+        str, typer.Option(help="resnet18, densenet121, efficientnet_b0, efficientnet_lite0 or any timm name.")
+    ] = "efficientnet_lite0",
     weights: Annotated[str, typer.Option(help="imagenet, none, or a weights file.")] = "imagenet",
     images: ImagesOption = None,
     epochs: int = 10,
@@ -227,15 +243,28 @@ def train_command(
     width: int = 200,
     loss: Annotated[str, typer.Option(help="ce or focal.")] = "ce",
     class_weighted: Annotated[bool, typer.Option(help="Inverse-frequency class weights in the loss.")] = True,
-    class_weight_power: Annotated[float, typer.Option(help="Class weights (1/count)**power: 1 inverse, 0.5 sqrt-inverse.")] = TrainConfig.class_weight_power,
-    ema_decay: Annotated[float, typer.Option(help="EMA of the weights, validated and shipped (0: off; e.g. 0.999).")] = TrainConfig.ema_decay,
-    precision: Annotated[str, typer.Option(help="auto, 32-true, bf16-mixed or 16-mixed (auto: bf16 on CPUs with AVX512-BF16/AMX, mixed on GPUs).")] = TrainConfig.precision,
+    class_weight_power: Annotated[
+        float, typer.Option(help="Class weights (1/count)**power: 1 inverse, 0.5 sqrt-inverse.")
+    ] = TrainConfig.class_weight_power,
+    ema_decay: Annotated[
+        float, typer.Option(help="EMA of the weights, validated and shipped (0: off; e.g. 0.999).")
+    ] = TrainConfig.ema_decay,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto, 32-true, bf16-mixed or 16-mixed (auto: bf16 on CPUs with AVX512-BF16/AMX, mixed on GPUs)."
+        ),
+    ] = TrainConfig.precision,
     balanced_sampler: Annotated[bool, typer.Option(help="Draw class-balanced batches.")] = False,
     label_smoothing: float = 0.0,
     patience: int = 5,
-    augment: Annotated[bool, typer.Option(help="Random flips, rotations, crops and colour jitter on each batch.")] = True,
+    augment: Annotated[
+        bool, typer.Option(help="Random flips, rotations, crops and colour jitter on each batch.")
+    ] = True,
     seed: int = 0,
-    limit_train_batches: Annotated[float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")] = 1.0,
+    limit_train_batches: Annotated[
+        float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")
+    ] = 1.0,
     cache: Annotated[Path | None, typer.Option(help="Image cache folder (default under ~/.cache/dermxai).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     accelerator: str = "auto",
@@ -251,18 +280,43 @@ def train_command(
     from dermxai.training.run import train
 
     config = TrainConfig(
-        arch=arch, weights=weights, height=height, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-        backbone_lr_scale=backbone_lr_scale, freeze_epochs=freeze_epochs, loss=loss, class_weighted=class_weighted,
-        class_weight_power=class_weight_power, ema_decay=ema_decay, precision=precision,
-        balanced_sampler=balanced_sampler, label_smoothing=label_smoothing, patience=patience, seed=seed,
+        arch=arch,
+        weights=weights,
+        height=height,
+        width=width,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        backbone_lr_scale=backbone_lr_scale,
+        freeze_epochs=freeze_epochs,
+        loss=loss,
+        class_weighted=class_weighted,
+        class_weight_power=class_weight_power,
+        ema_decay=ema_decay,
+        precision=precision,
+        balanced_sampler=balanced_sampler,
+        label_smoothing=label_smoothing,
+        patience=patience,
+        seed=seed,
         augment=AugmentConfig(enabled=augment),
         limit_train_batches=int(limit_train_batches) if limit_train_batches > 1 else limit_train_batches,
     )
     last = out / "checkpoints" / "last.ckpt"
     try:
-        bundle = train(data, split, out, config, images=images, cache_dir=cache, resume=resume,
-                       accelerator=accelerator, devices=int(devices) if devices.isdigit() else devices,
-                       num_nodes=num_nodes, strategy=strategy, progress=progress)
+        bundle = train(
+            data,
+            split,
+            out,
+            config,
+            images=images,
+            cache_dir=cache,
+            resume=resume,
+            accelerator=accelerator,
+            devices=int(devices) if devices.isdigit() else devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            progress=progress,
+        )
     except (DatasetError, ValueError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
@@ -297,8 +351,16 @@ def experiment_command(
                 console.print(f"{arch}: bundle already in {out}, skipped")
                 continue
             console.print(f"{arch}: training into {out}" + (" (resuming)" if resume else ""))
-            train(Path(spec["data"]), Path(spec["split"]), out, config, resume=resume, accelerator=accelerator,
-                  devices=int(devices) if devices.isdigit() else devices, progress=progress)
+            train(
+                Path(spec["data"]),
+                Path(spec["split"]),
+                out,
+                config,
+                resume=resume,
+                accelerator=accelerator,
+                devices=int(devices) if devices.isdigit() else devices,
+                progress=progress,
+            )
     except (OSError, KeyError, ValueError, yaml.YAMLError, DatasetError) as error:
         errors.print(f"[bold red]error:[/] {config_file}: {type(error).__name__}: {error}", highlight=False)
         raise typer.Exit(2) from None
@@ -331,12 +393,16 @@ def evaluate_command(
     split: Annotated[Path | None, typer.Option("--split", help="Split CSV.")] = None,
     subset: Annotated[str, typer.Option(help="Split subset to evaluate: test (once per model) or val.")] = "test",
     images: ImagesOption = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="ISIC 2018 Task 3 or image_id,dx CSV (with --images).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="ISIC 2018 Task 3 or image_id,dx CSV (with --images).")
+    ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average over flips (and 90-degree turns when square).")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     seed: int = 0,
     batch_size: int = 64,
-    cache: Annotated[Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")
+    ] = None,
 ) -> None:
     """Score a bundle: metrics with lesion-bootstrap CIs, calibration, operating point, subgroups, report."""
     from dermxai.evaluation.evaluate import evaluate, from_labels, from_split
@@ -349,13 +415,24 @@ def evaluate_command(
         raise ValueError("give either --data DIR --split SPLIT.csv [--subset test] or --images DIR --labels CSV")
     if bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1, not {bootstrap}")
-    metrics = evaluate(model, eval_set, out, tta=tta, n_bootstrap=bootstrap, seed=seed, batch_size=batch_size,
-                       cache_dir=cache, command=_command_line(ctx))
+    metrics = evaluate(
+        model,
+        eval_set,
+        out,
+        tta=tta,
+        n_bootstrap=bootstrap,
+        seed=seed,
+        batch_size=batch_size,
+        cache_dir=cache,
+        command=_command_line(ctx),
+    )
     from dermxai.evaluation.report import with_ci
 
-    console.print(f"{metrics['n']} images: accuracy {with_ci(metrics, 'accuracy')}, balanced accuracy "
-                  f"{with_ci(metrics, 'balanced_accuracy')}, macro AUC {with_ci(metrics, 'macro_auc')}, "
-                  f"ECE {with_ci(metrics, 'ece')} -> {out}/report.md")
+    console.print(
+        f"{metrics['n']} images: accuracy {with_ci(metrics, 'accuracy')}, balanced accuracy "
+        f"{with_ci(metrics, 'balanced_accuracy')}, macro AUC {with_ci(metrics, 'macro_auc')}, "
+        f"ECE {with_ci(metrics, 'ece')} -> {out}/report.md"
+    )
 
 
 @app.command("calibrate")
@@ -365,23 +442,32 @@ def calibrate_command(
     data: DataOption,
     split: Annotated[Path, typer.Option("--split", help="Split CSV; only its val subset is used.")],
     images: ImagesOption = None,
-    target_sensitivity: Annotated[float, typer.Option(help="Malignant sensitivity the threshold must reach on val.")] = 0.90,
+    target_sensitivity: Annotated[
+        float, typer.Option(help="Malignant sensitivity the threshold must reach on val.")
+    ] = 0.90,
     batch_size: int = 64,
-    cache: Annotated[Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")
+    ] = None,
 ) -> None:
     """Fit temperature scaling and the malignant threshold on validation; store them in the bundle."""
     from dermxai.evaluation.calibration import calibrate_bundle
 
-    config = calibrate_bundle(model, data, split, target_sensitivity, images=images, cache_dir=cache,
-                              batch_size=batch_size)
+    config = calibrate_bundle(
+        model, data, split, target_sensitivity, images=images, cache_dir=cache, batch_size=batch_size
+    )
     c = config["calibration"]
     if "tau" in c:
-        console.print(f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy by tau: "
-                      f"{', '.join(f'{t}: {v:.3f}' for t, v in c['val_bacc_by_tau'].items())})")
-    console.print(f"temperature {config['temperature']:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
-                  f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}); malignant threshold "
-                  f"{config['thresholds']['malignant']:.3f} (val sensitivity {c['val_sensitivity']:.3f}, "
-                  f"specificity {c['val_specificity']:.3f}) -> {model}/config.json")
+        console.print(
+            f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy by tau: "
+            f"{', '.join(f'{t}: {v:.3f}' for t, v in c['val_bacc_by_tau'].items())})"
+        )
+    console.print(
+        f"temperature {config['temperature']:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
+        f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}); malignant threshold "
+        f"{config['thresholds']['malignant']:.3f} (val sensitivity {c['val_sensitivity']:.3f}, "
+        f"specificity {c['val_specificity']:.3f}) -> {model}/config.json"
+    )
 
 
 @app.command("gate")
@@ -389,9 +475,13 @@ def calibrate_command(
 def gate_command(
     model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
     data: DataOption,
-    split: Annotated[Path, typer.Option("--split", help="Split CSV: fitted on train (+ variants) and val, measured on test.")],
+    split: Annotated[
+        Path, typer.Option("--split", help="Split CSV: fitted on train (+ variants) and val, measured on test.")
+    ],
     images: ImagesOption = None,
-    write: Annotated[bool, typer.Option("--write", help="Store the gate in the bundle (ood_gate.npz, config.json).")] = False,
+    write: Annotated[
+        bool, typer.Option("--write", help="Store the gate in the bundle (ood_gate.npz, config.json).")
+    ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the measured report as JSON here.")] = None,
     crops: Annotated[int, typer.Option(help="Crops per source image of the non-dermoscopic set.")] = 6,
 ) -> None:
@@ -410,15 +500,19 @@ def gate_command(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
-    table = Table(title=f"Out-of-distribution gate of {model} (threshold {gate.threshold:.3f}, "
-                        f"{record['val_accept_rate']:.1%} of val accepted)")
+    table = Table(
+        title=f"Out-of-distribution gate of {model} (threshold {gate.threshold:.3f}, "
+        f"{record['val_accept_rate']:.1%} of val accepted)"
+    )
     for column in ("images", "n", "withheld"):
         table.add_column(column, justify="left" if column == "images" else "right")
     for name, row in report["withheld"].items():
         table.add_row(name, str(row["n"]), f"{row['share']:.1%}")
     console.print(table)
-    console.print(f"AUROC, test dermoscopy vs not dermoscopy: {report['auroc_test_vs_not_dermoscopy']:.3f}"
-                  + (f"; gate written to {model}" if write else ""))
+    console.print(
+        f"AUROC, test dermoscopy vs not dermoscopy: {report['auroc_test_vs_not_dermoscopy']:.3f}"
+        + (f"; gate written to {model}" if write else "")
+    )
 
 
 @app.command("compare")
@@ -448,9 +542,15 @@ def leak_command(
     epochs: int = 2,
     batch_size: int = 64,
     seed: int = 0,
-    limit_train_batches: Annotated[float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")] = 1.0,
-    image_split: Annotated[Path | None, typer.Option(help="Existing image-level split (default: made with --seed).")] = None,
-    lesion_split: Annotated[Path | None, typer.Option(help="Existing lesion-grouped split (default: made with --seed).")] = None,
+    limit_train_batches: Annotated[
+        float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")
+    ] = 1.0,
+    image_split: Annotated[
+        Path | None, typer.Option(help="Existing image-level split (default: made with --seed).")
+    ] = None,
+    lesion_split: Annotated[
+        Path | None, typer.Option(help="Existing lesion-grouped split (default: made with --seed).")
+    ] = None,
     bootstrap: int = 1000,
     accelerator: str = "auto",
     progress: bool = True,
@@ -459,13 +559,29 @@ def leak_command(
     from dermxai.evaluation.leak import LEAK_RECIPE, run_leak
     from dermxai.models.pretrained import PretrainedWeightsUnavailable
 
-    config = TrainConfig.from_dict({**LEAK_RECIPE, "arch": arch, "weights": weights, "height": height, "width": width,
-                                    "epochs": epochs, "batch_size": batch_size, "seed": seed,
-                                    "limit_train_batches": int(limit_train_batches) if limit_train_batches > 1
-                                    else limit_train_batches})
+    config = TrainConfig.from_dict(
+        {
+            **LEAK_RECIPE,
+            "arch": arch,
+            "weights": weights,
+            "height": height,
+            "width": width,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+            "limit_train_batches": int(limit_train_batches) if limit_train_batches > 1 else limit_train_batches,
+        }
+    )
     try:
-        run_leak(data, out, config, splits={"image": image_split, "lesion": lesion_split}, n_bootstrap=bootstrap,
-                 accelerator=accelerator, progress=progress)
+        run_leak(
+            data,
+            out,
+            config,
+            splits={"image": image_split, "lesion": lesion_split},
+            n_bootstrap=bootstrap,
+            accelerator=accelerator,
+            progress=progress,
+        )
     except PretrainedWeightsUnavailable as error:
         raise ValueError(str(error)) from None
     console.print((out / "leak.md").read_text(), markup=False, highlight=False)
@@ -490,16 +606,23 @@ app.command("explain-score")(clear_errors(explain_commands.explain_score_command
 @clear_errors
 def export_command(
     model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX file to write (default: BUNDLE/model.onnx, used by serving).")] = None,
-    check_images: Annotated[Path | None, typer.Option("--check-images", help="Images for the parity check (default: the committed fixture).")] = None,
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="ONNX file to write (default: BUNDLE/model.onnx, used by serving).")
+    ] = None,
+    check_images: Annotated[
+        Path | None,
+        typer.Option("--check-images", help="Images for the parity check (default: the committed fixture)."),
+    ] = None,
     opset: int = 18,
 ) -> None:
     """Export a bundle to ONNX (dynamic batch) after checking ONNX Runtime matches PyTorch within 1e-4."""
     from dermxai.export import export_onnx
 
     report = export_onnx(model, onnx, check_images, opset)
-    console.print(f"{report.path}: parity on {report.checked_on}: max probability difference "
-                  f"{report.max_prob_diff:.1e} (max logit difference {report.max_logit_diff:.1e})")
+    console.print(
+        f"{report.path}: parity on {report.checked_on}: max probability difference "
+        f"{report.max_prob_diff:.1e} (max logit difference {report.max_logit_diff:.1e})"
+    )
 
 
 if __name__ == "__main__":

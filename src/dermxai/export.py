@@ -15,7 +15,14 @@ import numpy as np
 import torch
 
 from dermxai.data.cache import load_resized
-from dermxai.inference.onnx_backend import CONFIG_KEY, ONNX_NAME, WEIGHTS_KEY, OnnxBackend, config_digest, weights_digest
+from dermxai.inference.onnx_backend import (
+    CONFIG_KEY,
+    ONNX_NAME,
+    WEIGHTS_KEY,
+    OnnxBackend,
+    config_digest,
+    weights_digest,
+)
 from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import gate_layer, load_bundle
 from dermxai.models.features import WithFeatures
@@ -54,8 +61,13 @@ def check_images(folder: Path | None, size: tuple[int, int], limit: int = 35) ->
     return np.stack([load_resized(str(p), size) for p in paths]), f"{len(paths)} image(s) from {folder}"
 
 
-def export_onnx(bundle_dir: str | Path, out: str | Path | None = None, images: Path | None = None,
-                opset: int = OPSET, tolerance: float = TOLERANCE) -> ExportReport:
+def export_onnx(
+    bundle_dir: str | Path,
+    out: str | Path | None = None,
+    images: Path | None = None,
+    opset: int = OPSET,
+    tolerance: float = TOLERANCE,
+) -> ExportReport:
     """Write ``out`` (default ``bundle_dir/model.onnx``) after a passing parity check; raise ``ParityError`` otherwise."""
     bundle_dir = Path(bundle_dir)
     model, config = load_bundle(bundle_dir)
@@ -68,13 +80,24 @@ def export_onnx(bundle_dir: str | Path, out: str | Path | None = None, images: P
     example = torch.zeros(2, 3, *size)
     layer = gate_layer(config)
     graph = WithFeatures(model, layer).eval() if layer else model
-    program = torch.onnx.export(graph, (example,), input_names=["image"],
-                                output_names=["logits", "features"] if layer else ["logits"],
-                                opset_version=opset, dynamo=True, verbose=False,
-                                dynamic_shapes=({0: torch.export.Dim("batch")},))
-    program.model.metadata_props.update({WEIGHTS_KEY: weights_digest(bundle_dir), CONFIG_KEY: config_digest(config),
-                                         "dermxai.arch": config["arch"],
-                                         "dermxai.input": f"float32 N x 3 x {size[0]} x {size[1]}, normalised"})
+    program = torch.onnx.export(
+        graph,
+        (example,),
+        input_names=["image"],
+        output_names=["logits", "features"] if layer else ["logits"],
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
+    program.model.metadata_props.update(
+        {
+            WEIGHTS_KEY: weights_digest(bundle_dir),
+            CONFIG_KEY: config_digest(config),
+            "dermxai.arch": config["arch"],
+            "dermxai.input": f"float32 N x 3 x {size[0]} x {size[1]}, normalised",
+        }
+    )
     program.save(str(partial))
     try:
         report = _parity(model, config, partial, images, tolerance)
@@ -85,17 +108,24 @@ def export_onnx(bundle_dir: str | Path, out: str | Path | None = None, images: P
     return ExportReport(out, *report)
 
 
-def _parity(model: torch.nn.Module, config: dict, path: Path, folder: Path | None,
-            tolerance: float) -> tuple[str, int, float, float]:
+def _parity(
+    model: torch.nn.Module, config: dict, path: Path, folder: Path | None, tolerance: float
+) -> tuple[str, int, float, float]:
     pixels, source = check_images(folder, (config["height"], config["width"]))
     batch = to_batch(pixels, config).numpy()
     with torch.inference_mode():
         expected = model(torch.from_numpy(batch)).numpy()
     session = OnnxBackend(path)
-    got = np.concatenate([session.logits(batch[:1]), session.logits(batch[1:])]) if len(batch) > 1 else session.logits(batch)
+    got = (
+        np.concatenate([session.logits(batch[:1]), session.logits(batch[1:])])
+        if len(batch) > 1
+        else session.logits(batch)
+    )
     prob_diff = float(np.abs(served_probabilities(got, config) - served_probabilities(expected, config)).max())
     logit_diff = float(np.abs(got - expected).max())
     if not prob_diff <= tolerance:  # also catches NaN
-        raise ParityError(f"ONNX Runtime and PyTorch disagree on {source}: max probability difference "
-                          f"{prob_diff:.2e} > {tolerance:.0e} (max logit difference {logit_diff:.2e}); nothing written")
+        raise ParityError(
+            f"ONNX Runtime and PyTorch disagree on {source}: max probability difference "
+            f"{prob_diff:.2e} > {tolerance:.0e} (max logit difference {logit_diff:.2e}); nothing written"
+        )
     return source, len(batch), prob_diff, logit_diff

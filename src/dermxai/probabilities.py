@@ -8,7 +8,7 @@ so the probabilities shown always rank the shown label first.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

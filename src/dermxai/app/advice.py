@@ -31,44 +31,53 @@ class ClassAdvice:
 
 
 SEE_SOON = "Show this spot to a dermatologist soon (within a few weeks); do not wait for it to change."
-CHECK_IF_CHANGING = ("Usually harmless; have it checked by a doctor if it grows, changes shape or colour, "
-                     "bleeds, itches or looks different from your other spots.")
+CHECK_IF_CHANGING = (
+    "Usually harmless; have it checked by a doctor if it grows, changes shape or colour, "
+    "bleeds, itches or looks different from your other spots."
+)
 
 CLASSES: dict[str, ClassAdvice] = {
     "akiec": ClassAdvice(
         "Actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
         "Rough, scaly patches from long sun exposure. Actinic keratoses are precancers; Bowen's disease is a "
         "skin cancer confined to the top layer of the skin. Both are treatable, usually simply.",
-        SEE_SOON),
+        SEE_SOON,
+    ),
     "bcc": ClassAdvice(
         "Basal cell carcinoma",
         "The most common skin cancer. It grows slowly and rarely spreads, but keeps growing into nearby "
         "tissue if left alone, so it is treated, usually by a small operation.",
-        SEE_SOON),
+        SEE_SOON,
+    ),
     "bkl": ClassAdvice(
         "Benign keratosis-like lesion",
         "Seborrhoeic keratoses, solar lentigines (sun spots) and lichen planus-like keratoses: common, "
         "harmless growths. Some look like melanoma, even to specialists.",
-        CHECK_IF_CHANGING),
+        CHECK_IF_CHANGING,
+    ),
     "df": ClassAdvice(
         "Dermatofibroma",
         "A small, firm, harmless bump in the skin, often on the legs, sometimes after an insect bite.",
-        CHECK_IF_CHANGING),
+        CHECK_IF_CHANGING,
+    ),
     "mel": ClassAdvice(
         "Melanoma",
         "A skin cancer of pigment cells. Found early it is usually cured by a small operation; found late it "
         "can spread, which is why a suspicious spot should be examined soon.",
-        SEE_SOON),
+        SEE_SOON,
+    ),
     "nv": ClassAdvice(
         "Melanocytic nevus (mole)",
         "An ordinary mole: harmless, and by far the most common class in the training data. Watch moles "
         "with the ABCDE rule: Asymmetry, irregular Border, several Colours, Diameter over 6 mm, Evolving.",
-        CHECK_IF_CHANGING),
+        CHECK_IF_CHANGING,
+    ),
     "vasc": ClassAdvice(
         "Vascular lesion",
         "Cherry angiomas, angiokeratomas, pyogenic granulomas and small bleeds in the skin: made of blood "
         "vessels and usually harmless. A spot that bleeds easily or grows fast should still be checked.",
-        CHECK_IF_CHANGING),
+        CHECK_IF_CHANGING,
+    ),
 }
 
 MALIGNANT_FLAGGED = (
@@ -106,8 +115,13 @@ THRESHOLD_MEANING = (
 def threshold_meaning(threshold: float, target: float, sensitivity: float, specificity: float) -> str:
     """What the malignant threshold means in plain numbers (from the bundle's metrics on test)."""
     false_alarms = 1 - specificity
-    return THRESHOLD_MEANING.format(threshold=threshold, target=target, sensitivity=sensitivity,
-                                    false_alarms=false_alarms, one_in=max(1, round(1 / max(false_alarms, 1e-9))))
+    return THRESHOLD_MEANING.format(
+        threshold=threshold,
+        target=target,
+        sensitivity=sensitivity,
+        false_alarms=false_alarms,
+        one_in=max(1, round(1 / max(false_alarms, 1e-9))),
+    )
 
 
 def next_step(top_class: str, flagged: bool | None) -> str:

@@ -26,15 +26,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dermxai import __version__
-from dermxai.inference.cams import METHODS
 from dermxai.inference.bundles import default_bundle
+from dermxai.inference.cams import METHODS
 from dermxai.inference.inputs import MAX_BYTES, InvalidImage
 from dermxai.inference.predictor import Predictor
 
-REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_many_bytes",
-           415: "unsupported_media_type", 422: "invalid_request"}
-STATUS = {"empty": 400, "corrupt": 400, "not_an_image": 415, "unsupported_format": 415,
-          "too_many_bytes": 413, "too_many_pixels": 413}
+REASONS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_many_bytes",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+}
+STATUS = {
+    "empty": 400,
+    "corrupt": 400,
+    "not_an_image": 415,
+    "unsupported_format": 415,
+    "too_many_bytes": 413,
+    "too_many_pixels": 413,
+}
 """HTTP status of each InvalidImage reason."""
 ImageFile = Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, GIF, BMP or TIFF).")]
 API_METHODS = [m for m in METHODS if m != "scorecam"]  # Score-CAM would hold the model for ~1-2 minutes
@@ -82,8 +94,7 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     while chunk := await upload.read(CHUNK):
         size += len(chunk)
         if size > limit:
-            raise InvalidImage(f"The file is larger than the limit of {limit / 1024 / 1024:.1f} MiB.",
-                               "too_many_bytes")
+            raise InvalidImage(f"The file is larger than the limit of {limit / 1024 / 1024:.1f} MiB.", "too_many_bytes")
         parts.append(chunk)
     return b"".join(parts)
 
@@ -93,20 +104,29 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
     predictor = Predictor(model_dir or default_bundle(), max_bytes=max_bytes)
     import swagger_ui_bundle
 
-    api = FastAPI(title="dermxai", version=__version__, docs_url=None, redoc_url=None,
-                  description="Skin-lesion classification (HAM10000 classes) with calibrated probabilities and "
-                              "Grad-CAM heatmaps. A research and teaching tool, not a medical device. "
-                              "When `abstain` is true the answer is withheld (reasons in `abstain_reasons`); "
-                              "`out_of_distribution` true means the image does not look like dermoscopy of one "
-                              "lesion. Errors: `{\"detail\", \"reason\"}` with a 4xx status.")
+    api = FastAPI(
+        title="dermxai",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        description="Skin-lesion classification (HAM10000 classes) with calibrated probabilities and "
+        "Grad-CAM heatmaps. A research and teaching tool, not a medical device. "
+        "When `abstain` is true the answer is withheld (reasons in `abstain_reasons`); "
+        "`out_of_distribution` true means the image does not look like dermoscopy of one "
+        'lesion. Errors: `{"detail", "reason"}` with a 4xx status.',
+    )
     api.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
 
     @api.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=api.openapi_url, title="dermxai API",
-                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/static/swagger/swagger-ui.css",
-                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url=api.openapi_url,
+            title="dermxai API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
     api.state.predictor = predictor
     api.add_middleware(BodyLimit, limit=max_bytes + MULTIPART_OVERHEAD)
 
@@ -120,15 +140,19 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(error.detail), "reason": REASONS.get(error.status_code, "error")},
-                            error.status_code, headers=getattr(error, "headers", None))
+        return JSONResponse(
+            {"detail": str(error.detail), "reason": REASONS.get(error.status_code, "error")},
+            error.status_code,
+            headers=getattr(error, "headers", None),
+        )
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
-        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}", "reason": "invalid_request"},
-                            422)
+        return JSONResponse(
+            {"detail": f"{where}: {first.get('msg', 'invalid request')}", "reason": "invalid_request"}, 422
+        )
 
     @api.get("/health")
     def health() -> dict:
@@ -139,11 +163,20 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
     def models() -> list[dict]:
         """The served model: id, architecture, classes, input size, calibration and abstention settings."""
         c = predictor.config
-        return [{"model_id": predictor.model_id, "arch": c["arch"], "classes": predictor.classes,
-                 "input_size": {"height": c["height"], "width": c["width"]}, "temperature": predictor.temperature,
-                 "thresholds": c.get("thresholds") or {}, "abstain": predictor.abstain_params,
-                 "val_bacc": c.get("val_bacc"), "cam_methods": API_METHODS,
-                 "ood_gate": predictor.gate is not None}]
+        return [
+            {
+                "model_id": predictor.model_id,
+                "arch": c["arch"],
+                "classes": predictor.classes,
+                "input_size": {"height": c["height"], "width": c["width"]},
+                "temperature": predictor.temperature,
+                "thresholds": c.get("thresholds") or {},
+                "abstain": predictor.abstain_params,
+                "val_bacc": c.get("val_bacc"),
+                "cam_methods": API_METHODS,
+                "ood_gate": predictor.gate is not None,
+            }
+        ]
 
     @api.post("/predict")
     async def predict(file: ImageFile) -> dict:
@@ -151,10 +184,14 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         data = await read_upload(file, max_bytes)
         return (await run_in_threadpool(predictor.predict, data)).to_dict()
 
-    @api.post("/explain", response_class=Response,
-              responses={200: {"content": {"image/png": {}}, "description": "The heatmap over the image (PNG)."}})
-    async def explain(file: ImageFile, method: Method = "gradcam", target_class: TargetClass = None,
-                      opacity: Opacity = 0.45) -> Response:
+    @api.post(
+        "/explain",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "The heatmap over the image (PNG)."}},
+    )
+    async def explain(
+        file: ImageFile, method: Method = "gradcam", target_class: TargetClass = None, opacity: Opacity = 0.45
+    ) -> Response:
         """The CAM overlay as a PNG; the prediction is in the X-Dermxai-* headers."""
         if method not in API_METHODS:
             raise HTTPException(400, f"unknown or unserved method {method!r}: use one of {', '.join(API_METHODS)}")
@@ -165,9 +202,13 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         buffer = io.BytesIO()
         explanation.overlay(opacity).save(buffer, format="PNG")
         p = explanation.prediction
-        headers = {"X-Dermxai-Top-Class": p.top_class, "X-Dermxai-Confidence": f"{p.confidence:.4f}",
-                   "X-Dermxai-Target-Class": explanation.target_class, "X-Dermxai-Model-Id": p.model_id,
-                   "X-Dermxai-Abstain": str(p.abstain).lower()}
+        headers = {
+            "X-Dermxai-Top-Class": p.top_class,
+            "X-Dermxai-Confidence": f"{p.confidence:.4f}",
+            "X-Dermxai-Target-Class": explanation.target_class,
+            "X-Dermxai-Model-Id": p.model_id,
+            "X-Dermxai-Abstain": str(p.abstain).lower(),
+        }
         return Response(buffer.getvalue(), media_type="image/png", headers=headers)
 
     return api

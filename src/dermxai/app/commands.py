@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-ModelOption = Annotated[Path | None,
-                        typer.Option("--model", help="Model bundle (default: $DERMXAI_MODEL or models/default).")]
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", help="Model bundle (default: $DERMXAI_MODEL or models/default).")
+]
 CertOption = Annotated[Path | None, typer.Option("--ssl-cert", help="TLS certificate (PEM) to serve HTTPS.")]
 KeyOption = Annotated[Path | None, typer.Option("--ssl-key", help="TLS private key (PEM) to serve HTTPS.")]
 APP_SCRIPT = Path(__file__).with_name("streamlit_app.py")
@@ -64,8 +65,13 @@ def predict_command(
         except InvalidImage as error:
             failures.append((path, str(error)))
     if as_json:
-        print(json.dumps([{"image": str(path), **p.to_dict()} for path, p in results]
-                         + [{"image": str(path), "error": message} for path, message in failures], indent=2))
+        print(
+            json.dumps(
+                [{"image": str(path), **p.to_dict()} for path, p in results]
+                + [{"image": str(path), "error": message} for path, message in failures],
+                indent=2,
+            )
+        )
     else:
         table = Table(title=f"model {predictor.model_id} (temperature {predictor.temperature:g})")
         for column in ("image", "top class", "probability", "malignant score", "abstain"):
@@ -74,9 +80,16 @@ def predict_command(
             if p.out_of_distribution:
                 table.add_row(str(path), "-", "-", "-", "not a dermoscopic image of one lesion")
                 continue
-            flag = "no threshold" if p.malignant_flag is None else ("FLAGGED" if p.malignant_flag else "below threshold")
-            table.add_row(str(path), p.top_class, f"{p.confidence:.1%}", f"{p.malignant_score:.1%} ({flag})",
-                          "; ".join(p.abstain_reasons) if p.abstain else "no")
+            flag = (
+                "no threshold" if p.malignant_flag is None else ("FLAGGED" if p.malignant_flag else "below threshold")
+            )
+            table.add_row(
+                str(path),
+                p.top_class,
+                f"{p.confidence:.1%}",
+                f"{p.malignant_score:.1%} ({flag})",
+                "; ".join(p.abstain_reasons) if p.abstain else "no",
+            )
         if results:
             console.print(table)
         console.print("Research and teaching tool, not a medical device.", style="dim")
@@ -110,8 +123,10 @@ def abstention_command(
         print(json.dumps(report, indent=2))
         return
     params = report["abstain"]
-    table = Table(title=f"Abstention of {folder} (min confidence {params['min_confidence']:.3f}, "
-                        f"max energy {params['max_energy']:.3f}, fitted on {params['n_val']} val images)")
+    table = Table(
+        title=f"Abstention of {folder} (min confidence {params['min_confidence']:.3f}, "
+        f"max energy {params['max_energy']:.3f}, fitted on {params['n_val']} val images)"
+    )
     for column in ("images", "n", "abstained"):
         table.add_column(column, justify="left" if column == "images" else "right")
     for name, row in report["rates"].items():
@@ -124,7 +139,9 @@ def abstention_command(
 def app_command(
     model: Annotated[list[Path] | None, typer.Option("--model", help="Extra bundle(s) to offer (repeatable).")] = None,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
-    address: Annotated[str, typer.Option(help="Address to bind: 127.0.0.1 (this machine only) or 0.0.0.0 (the LAN).")] = "127.0.0.1",
+    address: Annotated[
+        str, typer.Option(help="Address to bind: 127.0.0.1 (this machine only) or 0.0.0.0 (the LAN).")
+    ] = "127.0.0.1",
     ssl_cert: CertOption = None,
     ssl_key: KeyOption = None,
 ) -> None:
@@ -132,9 +149,21 @@ def app_command(
     from dermxai.inference.inputs import MAX_BYTES
 
     _check_tls(ssl_cert, ssl_key)
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.maxUploadSize", str(MAX_BYTES // (1024 * 1024))]  # MiB, as the Predictor's limit
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_SCRIPT),
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.maxUploadSize",
+        str(MAX_BYTES // (1024 * 1024)),
+    ]  # MiB, as the Predictor's limit
     command += ["--server.address", address]
     if ssl_cert:
         command += ["--server.sslCertFile", str(ssl_cert), "--server.sslKeyFile", str(ssl_key)]

@@ -15,11 +15,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from dermxai.app import advice
 from dermxai.app.address import phone_url, qr_png
 from dermxai.data.labels import MALIGNANT
-from dermxai.inference.cams import METHODS
-from dermxai.app import advice
 from dermxai.inference.bundles import installed_bundles
+from dermxai.inference.cams import METHODS
 from dermxai.inference.inputs import InvalidImage
 from dermxai.inference.predictor import Ensemble, Explanation, Prediction, Predictor
 
@@ -85,7 +85,8 @@ def model_card(metrics: dict | None) -> None:
             f"- **Melanoma recall** {cell('melanoma_recall')}: share of melanomas it called melanoma\n"
             f"- **Skin-cancer flag** sensitivity {cell('malignant_sensitivity')}, specificity "
             f"{cell('malignant_specificity')}\n\n"
-            "Dermoscopic images from other clinics or cameras may score lower. It is a teaching tool, not a doctor.")
+            "Dermoscopic images from other clinics or cameras may score lower. It is a teaching tool, not a doctor."
+        )
 
 
 def example_gallery() -> tuple[bytes | None, str, str | None]:
@@ -118,15 +119,21 @@ def probability_chart(prediction: Prediction) -> None:
     """Horizontal bars on a fixed 0-100% axis, the top class highlighted."""
     import altair as alt
 
-    table = pd.DataFrame({"class": list(prediction.probabilities),
-                          "probability": list(prediction.probabilities.values())})
+    table = pd.DataFrame(
+        {"class": list(prediction.probabilities), "probability": list(prediction.probabilities.values())}
+    )
     table["top"] = table["class"] == prediction.top_class
-    chart = alt.Chart(table).mark_bar().encode(
-        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="probability"),
-        y=alt.Y("class:N", sort=None, title=None),
-        color=alt.condition("datum.top", alt.value("#c0392b"), alt.value("#95a5a6")),
-        tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
-    ).properties(height=230)
+    chart = (
+        alt.Chart(table)
+        .mark_bar()
+        .encode(
+            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="probability"),
+            y=alt.Y("class:N", sort=None, title=None),
+            color=alt.condition("datum.top", alt.value("#c0392b"), alt.value("#95a5a6")),
+            tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
+        )
+        .properties(height=230)
+    )
     st.altair_chart(chart, width="stretch")
 
 
@@ -143,16 +150,20 @@ def show_result(prediction: Prediction, metrics: dict | None, example_label: str
     st.markdown(f"Calibrated probability **{prediction.confidence:.0%}** · model `{prediction.model_id}`")
     if example_label in advice.CLASSES:
         verdict = "the model got it right" if example_label == top else "the model got it wrong"
-        st.markdown(f"**True diagnosis of this example:** {advice.CLASSES[example_label].name} "
-                    f"(`{example_label}`): {verdict}.")
+        st.markdown(
+            f"**True diagnosis of this example:** {advice.CLASSES[example_label].name} (`{example_label}`): {verdict}."
+        )
     probability_chart(prediction)
     st.markdown(f"**Malignant score** ({' + '.join(MALIGNANT)}): **{prediction.malignant_score:.0%}**")
     message = advice.malignant_advice(prediction.malignant_score, prediction.malignant_threshold)
     (st.error if prediction.malignant_flag else st.info)(message)
     malignant = (metrics or {}).get("malignant") or {}
     if prediction.malignant_threshold is not None and malignant.get("sensitivity") is not None:
-        st.caption(advice.threshold_meaning(prediction.malignant_threshold, 0.9, malignant["sensitivity"],
-                                            malignant["specificity"]))
+        st.caption(
+            advice.threshold_meaning(
+                prediction.malignant_threshold, 0.9, malignant["sensitivity"], malignant["specificity"]
+            )
+        )
     if info:
         st.markdown(f"**About {info.name.lower()}.** {info.about}")
     st.markdown(f"**What to do.** {advice.next_step(top, prediction.malignant_flag)}")
@@ -166,8 +177,12 @@ def sidebar(models: dict[str, Path]) -> tuple[list[str], str, float, bool]:
         names = list(models) + ([ENSEMBLE] if len(models) > 1 else [])
         choice = st.selectbox("Model", names, help="Bundles in models/ and any --model given to `dermxai app`.")
         show_cam = st.toggle("Show heatmap (Grad-CAM family)", value=True)
-        method = st.selectbox("Heatmap method", APP_METHODS, disabled=not show_cam,
-                              help="Score-CAM (minutes on a CPU) is available from `dermxai explain` only.")
+        method = st.selectbox(
+            "Heatmap method",
+            APP_METHODS,
+            disabled=not show_cam,
+            help="Score-CAM (minutes on a CPU) is available from `dermxai explain` only.",
+        )
         opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.6, 0.05, disabled=not show_cam)
         st.divider()
         url = phone_url(st.context.url, st.get_option("server.address"))
@@ -175,12 +190,16 @@ def sidebar(models: dict[str, Path]) -> tuple[list[str], str, float, bool]:
         if url:
             st.image(qr_png(url), caption=url, width=180)
         else:
-            st.caption("This app listens on this machine only (127.0.0.1). To open it from a phone on the same "
-                       "network, start it with `dermxai app --address 0.0.0.0`.")
-        st.caption("Phone browsers allow the camera only over **HTTPS** (or on localhost). On plain http:// the "
-                   "upload works but the camera does not. Serve HTTPS with `dermxai app --ssl-cert cert.pem "
-                   "--ssl-key key.pem` (Streamlit's `server.sslCertFile`/`server.sslKeyFile`); a self-signed "
-                   "certificate works after accepting the browser's warning. See docs/app.md.")
+            st.caption(
+                "This app listens on this machine only (127.0.0.1). To open it from a phone on the same "
+                "network, start it with `dermxai app --address 0.0.0.0`."
+            )
+        st.caption(
+            "Phone browsers allow the camera only over **HTTPS** (or on localhost). On plain http:// the "
+            "upload works but the camera does not. Serve HTTPS with `dermxai app --ssl-cert cert.pem "
+            "--ssl-key key.pem` (Streamlit's `server.sslCertFile`/`server.sslKeyFile`); a self-signed "
+            "certificate works after accepting the browser's warning. See docs/app.md."
+        )
         st.divider()
         st.caption(advice.ATTRIBUTION)
     folders = [str(p) for p in models.values()] if choice == ENSEMBLE else [str(models[choice])]
@@ -220,8 +239,10 @@ def main() -> None:
             if len(folders) > 1:
                 caption += f" from {Path(folders[0]).name} (the first ensemble member)"
             st.image(buffer.getvalue(), caption=caption, width="stretch")
-        st.caption("Bright areas influenced the prediction most; areas the model ignored keep their own colours. "
-                   "A heatmap shows where the model looked, not why, and not whether it was right.")
+        st.caption(
+            "Bright areas influenced the prediction most; areas the model ignored keep their own colours. "
+            "A heatmap shows where the model looked, not why, and not whether it was right."
+        )
 
 
 main()

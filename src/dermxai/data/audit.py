@@ -12,8 +12,11 @@ from dermxai.data.splits import SPLITS
 
 
 def audit_split(
-    table: pd.DataFrame, split: pd.DataFrame, hashes: np.ndarray | None = None,
-    max_distance: int = 0, reviewed_pairs: list[tuple[str, str]] = (),
+    table: pd.DataFrame,
+    split: pd.DataFrame,
+    hashes: np.ndarray | None = None,
+    max_distance: int = 0,
+    reviewed_pairs: list[tuple[str, str]] = (),
 ) -> dict:
     """Report every lesion id and near-duplicate pair that spans two splits (JSON-ready dict).
 
@@ -25,7 +28,9 @@ def audit_split(
     crossings: dict[str, list[dict]] = {}
     for a, b in combinations(SPLITS, 2):
         shared = lesion_splits.index[lesion_splits.map(lambda s: {a, b} <= s)]
-        rows = frame[frame["lesion_id"].isin(shared) & frame["split"].isin([a, b])].sort_values(["lesion_id", "image_id"])
+        rows = frame[frame["lesion_id"].isin(shared) & frame["split"].isin([a, b])].sort_values(
+            ["lesion_id", "image_id"]
+        )
         crossings[f"{a}-{b}"] = rows[["image_id", "lesion_id", "split"]].to_dict("records")
 
     near = _near_duplicate_crossings(frame, hashes, max_distance, reviewed_pairs)
@@ -65,8 +70,13 @@ def _near_duplicate_crossings(
         if split_of[i] == split_of[j] or lesion_of[i] == lesion_of[j]:
             continue  # same split, or already counted as a lesion crossing
         first, second = sorted((i, j), key=lambda k: SPLITS.index(split_of[k]))
-        out[f"{split_of[first]}-{split_of[second]}"].append({
-            "image_a": ids[first], "image_b": ids[second], "lesion_a": lesion_of[first],
-            "lesion_b": lesion_of[second], "hash_distance": distance,
-        })
+        out[f"{split_of[first]}-{split_of[second]}"].append(
+            {
+                "image_a": ids[first],
+                "image_b": ids[second],
+                "lesion_a": lesion_of[first],
+                "lesion_b": lesion_of[second],
+                "hash_distance": distance,
+            }
+        )
     return out

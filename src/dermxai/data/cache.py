@@ -84,7 +84,7 @@ def build_cache(table: pd.DataFrame, cache_dir: str | Path, size: tuple[int, int
     array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(ids), *size, 3))
 
     def fill(n: int) -> None:
-        array[n] = load_resized(paths[n], size)
+        array[n] = load_resized(paths[n], size)  # noqa: F821 (ruff misreads the later del)
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(fill, range(len(ids))))

@@ -16,10 +16,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import Callable
 
 SERVER = "https://dataverse.harvard.edu"
 DOI = "doi:10.7910/DVN/DBW86T"
@@ -68,8 +68,14 @@ def list_files(server: str = SERVER, doi: str = DOI, timeout: float = 20) -> lis
     return files
 
 
-def fetch(remote: RemoteFile, folder: Path, server: str = SERVER, attempts: int = 5, timeout: float = 60,
-          progress: Callable[[RemoteFile, int], None] | None = None) -> Path:
+def fetch(
+    remote: RemoteFile,
+    folder: Path,
+    server: str = SERVER,
+    attempts: int = 5,
+    timeout: float = 60,
+    progress: Callable[[RemoteFile, int], None] | None = None,
+) -> Path:
     """Download one file into ``folder``, resuming a partial ``.part`` file, and verify its checksum."""
     target = folder / remote.name
     if target.is_file() and _matches(target, remote):
@@ -96,12 +102,18 @@ def fetch(remote: RemoteFile, folder: Path, server: str = SERVER, attempts: int 
                 raise DownloadError(_by_hand(f"{url} answered HTTP {error.code}")) from None
             continue  # interrupted: resume from what arrived
     else:
-        raise DownloadError(_by_hand(f"{remote.name}: transfer kept breaking off after {attempts} attempts "
-                                     f"({partial} is kept; run the command again to resume)"))
+        raise DownloadError(
+            _by_hand(
+                f"{remote.name}: transfer kept breaking off after {attempts} attempts "
+                f"({partial} is kept; run the command again to resume)"
+            )
+        )
     if not _matches(partial, remote):
         partial.unlink()
-        raise DownloadError(f"{remote.name}: {remote.checksum_type} checksum does not match the one the API "
-                            "reports; the corrupt download was removed, run the command again")
+        raise DownloadError(
+            f"{remote.name}: {remote.checksum_type} checksum does not match the one the API "
+            "reports; the corrupt download was removed, run the command again"
+        )
     os.replace(partial, target)
     return target
 
@@ -120,8 +132,9 @@ def unpack(archive: Path, dest: Path) -> None:
     os.replace(partial, folder)
 
 
-def download_ham10000(dest: str | Path, server: str = SERVER, doi: str = DOI,
-                      progress: Callable[[RemoteFile, int], None] | None = None) -> list[Path]:
+def download_ham10000(
+    dest: str | Path, server: str = SERVER, doi: str = DOI, progress: Callable[[RemoteFile, int], None] | None = None
+) -> list[Path]:
     """Fetch images, metadata and lesion masks into ``dest`` and unpack the archives; returns saved files."""
     dest = Path(dest)
     downloads = dest / "downloads"

@@ -70,7 +70,9 @@ CANDIDATE_RULES: tuple[tuple[int, float], ...] = ((16, 0.925), (6, 0.88))
 
 
 def candidate_pairs(
-    table: pd.DataFrame, hashes: np.ndarray, embeddings: np.ndarray | None,
+    table: pd.DataFrame,
+    hashes: np.ndarray,
+    embeddings: np.ndarray | None,
     rules: tuple[tuple[int, float], ...] = CANDIDATE_RULES,
 ) -> pd.DataFrame:
     """Pairs of images under *different* lesion ids that both signals call near-duplicate by some rule.
@@ -85,10 +87,16 @@ def candidate_pairs(
     for max_distance, min_cosine in rules:
         keep |= (distance <= max_distance) & ((cosine >= min_cosine) if embeddings is not None else True)
     keep &= lesions[i] != lesions[j]
-    pairs = pd.DataFrame({
-        "image_a": ids[i[keep]], "image_b": ids[j[keep]], "lesion_a": lesions[i[keep]],
-        "lesion_b": lesions[j[keep]], "hash_distance": distance[keep].astype(int), "cosine": cosine[keep],
-    })
+    pairs = pd.DataFrame(
+        {
+            "image_a": ids[i[keep]],
+            "image_b": ids[j[keep]],
+            "lesion_a": lesions[i[keep]],
+            "lesion_b": lesions[j[keep]],
+            "hash_distance": distance[keep].astype(int),
+            "cosine": cosine[keep],
+        }
+    )
     return pairs.sort_values(["hash_distance", "cosine"], ascending=[True, False]).reset_index(drop=True)
 
 

@@ -90,7 +90,11 @@ def attach_files(labels: pd.DataFrame, csv_path: Path, image_root: Path) -> pd.D
     table["path"] = table["image_id"].map(images)
     table["mask_path"] = table["image_id"].map(masks)
     _check_rows(
-        csv_path, table, table["path"].isna(), f"image not found under {image_root}", "image_id",
+        csv_path,
+        table,
+        table["path"].isna(),
+        f"image not found under {image_root}",
+        "image_id",
     )
     return table
 

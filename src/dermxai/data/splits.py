@@ -69,8 +69,11 @@ def grouped_split(
             assignment[group] = SPLITS[choice]
             filled[choice] += sizes[group]
     return pd.DataFrame(
-        {"image_id": table["image_id"].to_numpy(), "lesion_group": groups.to_numpy(),
-         "split": groups.map(assignment).to_numpy()}
+        {
+            "image_id": table["image_id"].to_numpy(),
+            "lesion_group": groups.to_numpy(),
+            "split": groups.map(assignment).to_numpy(),
+        }
     )
 
 
@@ -112,7 +115,9 @@ def read_split(path: str | Path, table: pd.DataFrame | None = None) -> pd.DataFr
         raise DatasetError(f"{path}: not a readable split CSV ({str(error).strip() or type(error).__name__})") from None
     missing = [c for c in SPLIT_COLUMNS if c not in split.columns]
     if missing:
-        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; a split file has {','.join(SPLIT_COLUMNS)}")
+        raise DatasetError(
+            f"{path}: missing column(s) {', '.join(missing)}; a split file has {','.join(SPLIT_COLUMNS)}"
+        )
     bad = split.index[~split["split"].isin(SPLITS)]
     if len(bad):
         rows = ", ".join(f"line {i + 2}: split={split.at[i, 'split']!r}" for i in bad[:5])

@@ -58,8 +58,12 @@ def _text(rng: np.random.Generator) -> Image.Image:
     image = Image.new("RGB", (200, 150), "white")
     draw = ImageDraw.Draw(image)
     for line in range(int(rng.integers(2, 7))):
-        draw.text((int(rng.integers(2, 40)), 8 + 22 * line), str(rng.choice(WORDS)), fill=(0, 0, 0),
-                  font_size=float(rng.uniform(12, 20)))
+        draw.text(
+            (int(rng.integers(2, 40)), 8 + 22 * line),
+            str(rng.choice(WORDS)),
+            fill=(0, 0, 0),
+            font_size=float(rng.uniform(12, 20)),
+        )
     return image
 
 
@@ -73,8 +77,16 @@ def _photo(rng: np.random.Generator) -> Image.Image:
     return photo.crop((left, top, left + cw, top + ch))
 
 
-PROBES = {"solid colour": _solid, "skin-tone patch": _skin, "uniform noise": _noise, "smooth noise": _smooth_noise,
-          "gradient": _gradient, "checkerboard": _checkerboard, "rendered text": _text, "natural photo crop": _photo}
+PROBES = {
+    "solid colour": _solid,
+    "skin-tone patch": _skin,
+    "uniform noise": _noise,
+    "smooth noise": _smooth_noise,
+    "gradient": _gradient,
+    "checkerboard": _checkerboard,
+    "rendered text": _text,
+    "natural photo crop": _photo,
+}
 """Non-dermoscopic image generators, by kind."""
 
 
@@ -96,8 +108,9 @@ def abstain_rate(logits: np.ndarray, temperature: float, params: dict) -> float:
     return float(np.mean([bool(abstain_reasons(row, temperature, params)) for row in logits]))
 
 
-def abstention_report(predictor: Predictor, data: Path, split_path: Path, target_accept: float = 0.95,
-                      n_per_kind: int = 16, seed: int = 0) -> dict:
+def abstention_report(
+    predictor: Predictor, data: Path, split_path: Path, target_accept: float = 0.95, n_per_kind: int = 16, seed: int = 0
+) -> dict:
     """Fit on the val split, then abstention rates on val, test and each kind of non-dermoscopic probe."""
     t = predictor.temperature
     params = fit_abstention(split_logits(predictor, data, split_path, "val"), t, target_accept)

@@ -11,16 +11,22 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from dermxai.data.labels import CLASSES
-from dermxai.evaluation.metrics import (balanced_accuracy, expected_calibration_error, malignant_scores, malignant_truth,
-                                        negative_log_likelihood, operating_point)
+from dermxai.evaluation.metrics import (
+    balanced_accuracy,
+    expected_calibration_error,
+    malignant_scores,
+    malignant_truth,
+    negative_log_likelihood,
+    operating_point,
+)
 from dermxai.probabilities import decision_logits, logit_adjustment, softmax, temperature
 
 TAU_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -48,8 +54,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(log_t.exp().item())
 
 
-def malignant_threshold(probs: np.ndarray, labels: np.ndarray, target: float = DEFAULT_TARGET_SENSITIVITY,
-                        classes: Sequence[str] = CLASSES) -> float:
+def malignant_threshold(
+    probs: np.ndarray, labels: np.ndarray, target: float = DEFAULT_TARGET_SENSITIVITY, classes: Sequence[str] = CLASSES
+) -> float:
     """The highest threshold on the malignant score whose sensitivity on these data is >= ``target``."""
     if not 0 < target <= 1:
         raise ValueError(f"target sensitivity must be in (0, 1], not {target}")
@@ -80,15 +87,24 @@ def decision_step(val: ValidationSet, config: dict) -> dict:
     """
     if val.train_counts is None or (np.asarray(val.train_counts) <= 0).any():
         return {}  # no prior to adjust for (e.g. a class absent from training): plain argmax
-    scores = {tau: balanced_accuracy(val.labels, (val.logits + logit_adjustment(val.train_counts, tau)).argmax(1),
-                                     len(val.classes)) for tau in TAU_GRID}
+    scores = {
+        tau: balanced_accuracy(
+            val.labels, (val.logits + logit_adjustment(val.train_counts, tau)).argmax(1), len(val.classes)
+        )
+        for tau in TAU_GRID
+    }
     best = max(scores.values())
     tau = min(t for t, score in scores.items() if score >= best - TAU_TOLERANCE)
-    record = {"decision_rule": "logit adjustment: argmax(logits - tau * log train prior)", "tau": tau,
-              "val_bacc_by_tau": {str(t): round(v, 4) for t, v in scores.items()},
-              "train_counts": [int(c) for c in val.train_counts]}
-    return {"logit_bias": [float(b) for b in logit_adjustment(val.train_counts, tau)],
-            "calibration": {**config.get("calibration", {}), **record}}
+    record = {
+        "decision_rule": "logit adjustment: argmax(logits - tau * log train prior)",
+        "tau": tau,
+        "val_bacc_by_tau": {str(t): round(v, 4) for t, v in scores.items()},
+        "train_counts": [int(c) for c in val.train_counts],
+    }
+    return {
+        "logit_bias": [float(b) for b in logit_adjustment(val.train_counts, tau)],
+        "calibration": {**config.get("calibration", {}), **record},
+    }
 
 
 CalibrationStep = Callable[[ValidationSet, dict], dict]
@@ -100,10 +116,12 @@ def temperature_step(val: ValidationSet, config: dict) -> dict:
     before = softmax(logits)
     fitted = fit_temperature(logits, val.labels)
     after = softmax(logits, fitted)
-    record = {"ece_before": expected_calibration_error(val.labels, before),
-              "ece_after": expected_calibration_error(val.labels, after),
-              "nll_before": negative_log_likelihood(val.labels, before),
-              "nll_after": negative_log_likelihood(val.labels, after)}
+    record = {
+        "ece_before": expected_calibration_error(val.labels, before),
+        "ece_after": expected_calibration_error(val.labels, after),
+        "nll_before": negative_log_likelihood(val.labels, before),
+        "nll_after": negative_log_likelihood(val.labels, after),
+    }
     return {"temperature": fitted, "calibration": {**config.get("calibration", {}), **record}}
 
 
@@ -112,10 +130,15 @@ def threshold_step(val: ValidationSet, config: dict) -> dict:
     probs = softmax(decision_logits(val.logits, config), temperature(config))
     threshold = malignant_threshold(probs, val.labels, val.target_sensitivity, val.classes)
     point = operating_point(val.labels, probs, val.classes, threshold)
-    record = {"target_sensitivity": val.target_sensitivity, "val_sensitivity": point["sensitivity"],
-              "val_specificity": point["specificity"]}
-    return {"thresholds": {**config.get("thresholds", {}), "malignant": threshold},
-            "calibration": {**config.get("calibration", {}), **record}}
+    record = {
+        "target_sensitivity": val.target_sensitivity,
+        "val_sensitivity": point["sensitivity"],
+        "val_specificity": point["specificity"],
+    }
+    return {
+        "thresholds": {**config.get("thresholds", {}), "malignant": threshold},
+        "calibration": {**config.get("calibration", {}), **record},
+    }
 
 
 def abstention_step(val: ValidationSet, config: dict) -> dict:
@@ -153,9 +176,17 @@ def train_counts(data: Path, split: Path, classes: list[str], images: Path | Non
     return np.array([int((dx == c).sum()) for c in classes])
 
 
-def calibrate_bundle(bundle: Path, data: Path, split: Path, target: float = DEFAULT_TARGET_SENSITIVITY, *,
-                     images: Path | None = None, cache_dir: Path | None = None, batch_size: int = 64,
-                     steps: Sequence[CalibrationStep] | None = None) -> dict:
+def calibrate_bundle(
+    bundle: Path,
+    data: Path,
+    split: Path,
+    target: float = DEFAULT_TARGET_SENSITIVITY,
+    *,
+    images: Path | None = None,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    steps: Sequence[CalibrationStep] | None = None,
+) -> dict:
     """Fit every calibration step on the ``val`` subset of ``split`` and rewrite the bundle's config.json."""
     from dermxai.evaluation.evaluate import from_split
     from dermxai.evaluation.predict import load_images, predict_logits
@@ -167,9 +198,14 @@ def calibrate_bundle(bundle: Path, data: Path, split: Path, target: float = DEFA
     val_set = from_split(data, split, "val", images)
     classes = list(config["classes"])
     pixels = load_images(val_set.table, (config["height"], config["width"]), cache_dir, val_set.full_table)
-    val = ValidationSet(predict_logits(model, config, pixels, batch_size=batch_size),
-                        val_set.table["dx"].map(classes.index).to_numpy(), val_set.table["image_id"].tolist(),
-                        classes, target, train_counts(data, split, classes, images))
+    val = ValidationSet(
+        predict_logits(model, config, pixels, batch_size=batch_size),
+        val_set.table["dx"].map(classes.index).to_numpy(),
+        val_set.table["image_id"].tolist(),
+        classes,
+        target,
+        train_counts(data, split, classes, images),
+    )
     updated = calibrate_config(val, config, steps)
     updated["calibration"]["split"] = str(split)
     write_config(Path(bundle), updated)

@@ -16,8 +16,9 @@ def find_metrics(run_dir: Path) -> Path | None:
         return run_dir / "metrics.json"
     found = sorted(run_dir.glob("*/metrics.json"))
     if len(found) > 1:
-        raise ValueError(f"{run_dir}: several evaluations ({', '.join(str(f.parent) for f in found)}); "
-                         "pass the one to compare")
+        raise ValueError(
+            f"{run_dir}: several evaluations ({', '.join(str(f.parent) for f in found)}); pass the one to compare"
+        )
     return found[0] if found else None
 
 
@@ -34,12 +35,25 @@ def load_run(run_dir: Path) -> dict:
         if not config_path.is_file():
             raise ValueError(f"{run_dir}: neither metrics.json (from `dermxai evaluate`) nor bundle/config.json")
         config = json.loads(config_path.read_text())
-        provenance = {**config, "train_time_s": config.get("train_time_s", config.get("wall_time_s")),
-                      "train_hardware": config.get("hardware")}
-    explain = next((p for p in (run_dir / EXPLAIN_FILE, path.parent / EXPLAIN_FILE if path else None)
-                    if p is not None and p.is_file()), None)
-    return {"name": run_dir.name, "metrics": metrics, "provenance": provenance,
-            "explain": json.loads(explain.read_text()) if explain else None}
+        provenance = {
+            **config,
+            "train_time_s": config.get("train_time_s", config.get("wall_time_s")),
+            "train_hardware": config.get("hardware"),
+        }
+    explain = next(
+        (
+            p
+            for p in (run_dir / EXPLAIN_FILE, path.parent / EXPLAIN_FILE if path else None)
+            if p is not None and p.is_file()
+        ),
+        None,
+    )
+    return {
+        "name": run_dir.name,
+        "metrics": metrics,
+        "provenance": provenance,
+        "explain": json.loads(explain.read_text()) if explain else None,
+    }
 
 
 def _cell(metrics: dict, key: str) -> str:
@@ -69,32 +83,55 @@ def compare_table(run_dirs: list[Path]) -> str:
         m = run["metrics"]
         if m:
             m.setdefault("malignant_sensitivity", m["malignant"]["sensitivity"])
-    columns = ["Model", "Accuracy", "Precision (macro)", "Recall (macro)", "F1 (macro)", "Training time",
-               "Balanced accuracy", "Macro AUC", "ECE", "Malignant sensitivity", "Resolution", "Weights", "Epochs",
-               "Training hardware"]
+    columns = [
+        "Model",
+        "Accuracy",
+        "Precision (macro)",
+        "Recall (macro)",
+        "F1 (macro)",
+        "Training time",
+        "Balanced accuracy",
+        "Macro AUC",
+        "ECE",
+        "Malignant sensitivity",
+        "Resolution",
+        "Weights",
+        "Epochs",
+        "Training hardware",
+    ]
     with_explain = any(r["explain"] for r in runs)
     if with_explain:
         columns.append("CAM in-mask energy (Gaussian baseline)")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for run in runs:
         m, p = run["metrics"], run["provenance"]
-        cells = [f"{run['name']} ({p.get('arch')})", *[_cell(m, k) for k in ("accuracy", "macro_precision",
-                 "macro_recall", "macro_f1")], _duration(p.get("train_time_s")),
-                 *[_cell(m, k) for k in ("balanced_accuracy", "macro_auc", "ece", "malignant_sensitivity")],
-                 f"{p.get('height')}x{p.get('width')}", str(p.get("weights")), str(p.get("epochs_trained")),
-                 p.get("train_hardware") or "not recorded"]
+        cells = [
+            f"{run['name']} ({p.get('arch')})",
+            *[_cell(m, k) for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")],
+            _duration(p.get("train_time_s")),
+            *[_cell(m, k) for k in ("balanced_accuracy", "macro_auc", "ece", "malignant_sensitivity")],
+            f"{p.get('height')}x{p.get('width')}",
+            str(p.get("weights")),
+            str(p.get("epochs_trained")),
+            p.get("train_hardware") or "not recorded",
+        ]
         if with_explain:
             e = run["explain"] or {}
             gaussian = e.get("baselines", {}).get("gaussian", {}).get("in_mask_energy")
             cells.append(f"{_energy(e.get('in_mask_energy'))} ({_energy(gaussian)})" if e else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Values: point estimate [95% bootstrap CI]. Precision, recall and F1 are macro averages; "
-              "balanced accuracy = mean per-class recall; malignant = akiec+bcc+mel at each bundle's stored threshold."]
+    lines += [
+        "",
+        "Values: point estimate [95% bootstrap CI]. Precision, recall and F1 are macro averages; "
+        "balanced accuracy = mean per-class recall; malignant = akiec+bcc+mel at each bundle's stored threshold.",
+    ]
     for run in runs:
         p, m = run["provenance"], run["metrics"]
         if m:
-            lines.append(f"- {run['name']}: {m['n']} images of {_where(p.get('evaluated_on', {}))}, "
-                         f"TTA {'on' if m.get('tta') else 'off'}; `{p.get('command', '')}`")
+            lines.append(
+                f"- {run['name']}: {m['n']} images of {_where(p.get('evaluated_on', {}))}, "
+                f"TTA {'on' if m.get('tta') else 'off'}; `{p.get('command', '')}`"
+            )
     sources = {json.dumps(r["provenance"].get("evaluated_on"), sort_keys=True) for r in runs if r["metrics"]}
     if len(sources) > 1:
         lines.append("- **Warning: the rows were evaluated on different data; they are not directly comparable.**")

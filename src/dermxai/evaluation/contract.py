@@ -4,8 +4,22 @@ from __future__ import annotations
 
 from numbers import Real
 
-REQUIRED = ("n", "classes", "accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
-            "weighted_f1", "macro_auc", "ece", "per_class", "confusion_matrix", "ci95", "malignant")
+REQUIRED = (
+    "n",
+    "classes",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "weighted_f1",
+    "macro_auc",
+    "ece",
+    "per_class",
+    "confusion_matrix",
+    "ci95",
+    "malignant",
+)
 PER_CLASS = ("precision", "recall", "f1", "auc", "support")
 MALIGNANT = ("threshold", "sensitivity", "specificity")
 SCALARS = REQUIRED[2:10]
@@ -28,8 +42,11 @@ def check_metrics(metrics: dict) -> None:
         if set(entry) != set(PER_CLASS) or not isinstance(entry["support"], int):
             raise ValueError(f"metrics.json: per_class[{name}] must hold exactly {', '.join(PER_CLASS)}")
     matrix = metrics["confusion_matrix"]
-    if len(matrix) != len(classes) or any(len(r) != len(classes) or not all(isinstance(v, int) for v in r)
-                                          for r in matrix) or sum(map(sum, matrix)) != metrics["n"]:
+    if (
+        len(matrix) != len(classes)
+        or any(len(r) != len(classes) or not all(isinstance(v, int) for v in r) for r in matrix)
+        or sum(map(sum, matrix)) != metrics["n"]
+    ):
         raise ValueError("metrics.json: confusion_matrix must be a CxC matrix of ints summing to n")
     for key, interval in metrics["ci95"].items():
         if not (isinstance(interval, list) and len(interval) == 2):

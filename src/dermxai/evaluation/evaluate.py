@@ -9,20 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from dermxai.machine import describe_machine
 from dermxai import __version__
 from dermxai.data import load_dataset
 from dermxai.data.index import DatasetError
 from dermxai.data.splits import read_split
-from dermxai.probabilities import served_probabilities, softmax, temperature
 from dermxai.evaluation.contract import check_metrics
-from dermxai.evaluation.metrics import balanced_accuracy, bootstrap_ci, classification_report, expected_calibration_error, \
-    negative_log_likelihood, malignant_scores, scalar_metrics
+from dermxai.evaluation.metrics import (
+    balanced_accuracy,
+    bootstrap_ci,
+    classification_report,
+    expected_calibration_error,
+    malignant_scores,
+    negative_log_likelihood,
+    scalar_metrics,
+)
 from dermxai.evaluation.predict import load_images, predict_logits
 from dermxai.evaluation.subgroups import subgroup_table
+from dermxai.machine import describe_machine
 from dermxai.models.bundle import load_bundle
+from dermxai.probabilities import served_probabilities, softmax, temperature
 
 DEFAULT_MALIGNANT_THRESHOLD = 0.5  # used only when the bundle was never calibrated (said so in the report)
 
@@ -46,8 +52,9 @@ def from_split(data: Path, split: Path, subset: str, images: Path | None = None)
     if rows.empty:
         present = sorted(assignment["split"].unique())
         raise DatasetError(f"{split}: no images in subset {subset!r} (subsets present: {', '.join(present)})")
-    return EvalSet(rows, rows["lesion_group"].to_numpy(), {"data": str(data), "split": str(split),
-                   "subset": subset}, table)
+    return EvalSet(
+        rows, rows["lesion_group"].to_numpy(), {"data": str(data), "split": str(split), "subset": subset}, table
+    )
 
 
 def from_labels(labels: Path, images: Path | None = None) -> EvalSet:
@@ -60,22 +67,42 @@ def from_labels(labels: Path, images: Path | None = None) -> EvalSet:
 def provenance(bundle: Path, config: dict, command: str, eval_set: EvalSet) -> dict:
     """What a comparison table needs to know about the model and this evaluation."""
     return {
-        "bundle": str(bundle), "arch": config["arch"], "height": config["height"], "width": config["width"],
-        "weights": config.get("weights"), "epochs_trained": config.get("epochs_trained"),
-        "best_epoch": config.get("best_epoch"), "val_bacc": config.get("val_bacc"),
+        "bundle": str(bundle),
+        "arch": config["arch"],
+        "height": config["height"],
+        "width": config["width"],
+        "weights": config.get("weights"),
+        "epochs_trained": config.get("epochs_trained"),
+        "best_epoch": config.get("best_epoch"),
+        "val_bacc": config.get("val_bacc"),
         "train_time_s": config.get("train_time_s", config.get("wall_time_s")),
-        "train_hardware": config.get("hardware"), "seed": config.get("seed"),
-        "split_fingerprint": config.get("split_fingerprint"), "temperature": temperature(config),
+        "train_hardware": config.get("hardware"),
+        "seed": config.get("seed"),
+        "split_fingerprint": config.get("split_fingerprint"),
+        "temperature": temperature(config),
         "logit_bias": config.get("logit_bias"),
-        "thresholds": config.get("thresholds", {}), "eval_hardware": describe_machine(), "command": command,
-        "evaluated_on": eval_set.source, "dermxai_version": __version__,
+        "thresholds": config.get("thresholds", {}),
+        "eval_hardware": describe_machine(),
+        "command": command,
+        "evaluated_on": eval_set.source,
+        "dermxai_version": __version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
 
 
-def evaluate(bundle: Path, eval_set: EvalSet, out: Path, *, tta: bool = False, n_bootstrap: int = 1000,
-             seed: int = 0, batch_size: int = 64, cache_dir: Path | None = None, command: str = "",
-             report: bool = True) -> dict:
+def evaluate(
+    bundle: Path,
+    eval_set: EvalSet,
+    out: Path,
+    *,
+    tta: bool = False,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    cache_dir: Path | None = None,
+    command: str = "",
+    report: bool = True,
+) -> dict:
     """Predict, score, bootstrap and write ``metrics.json``, ``predictions.csv`` (and ``report.md``) in ``out``."""
     model, config = load_bundle(bundle)
     classes = list(config["classes"])
@@ -88,33 +115,51 @@ def evaluate(bundle: Path, eval_set: EvalSet, out: Path, *, tta: bool = False, n
     seconds = time.perf_counter() - start
     y = eval_set.table["dx"].map(classes.index).to_numpy()
     threshold = config.get("thresholds", {}).get("malignant")
-    threshold_source = "bundle (chosen on validation)" if threshold is not None else \
-        f"default {DEFAULT_MALIGNANT_THRESHOLD} (bundle not calibrated)"
+    threshold_source = (
+        "bundle (chosen on validation)"
+        if threshold is not None
+        else f"default {DEFAULT_MALIGNANT_THRESHOLD} (bundle not calibrated)"
+    )
     threshold = DEFAULT_MALIGNANT_THRESHOLD if threshold is None else float(threshold)
     raw, probs = softmax(logits), served_probabilities(logits, config)
 
     metrics = {"n": int(len(y)), "classes": classes, **classification_report(y, probs, classes, threshold)}
-    metrics["ci95"] = bootstrap_ci(lambda i: scalar_metrics(y[i], probs[i], classes, threshold),
-                                   eval_set.groups, n_bootstrap, seed)
-    metrics.update({
-        "balanced_accuracy_argmax": balanced_accuracy(y, raw.argmax(1), len(classes)),
-        "decision_rule": "argmax of softmax((logits + logit_bias) / T)" if config.get("logit_bias") else "argmax",
-        "ece_uncalibrated": expected_calibration_error(y, raw), "nll": negative_log_likelihood(y, probs),
-        "nll_uncalibrated": negative_log_likelihood(y, raw), "temperature": temperature(config),
-        "malignant_threshold_source": threshold_source, "tta": tta,
-        "tta_views": (8 if config["height"] == config["width"] else 4) if tta else 1,
-        "inference_s": round(seconds, 2),
-        "bootstrap": {"resamples": n_bootstrap, "seed": seed, "level": 0.95,
-                      "unit": "lesion" if len(set(eval_set.groups)) < len(y) else "image",
-                      "n_units": int(len(set(eval_set.groups)))},
-        "subgroups": subgroup_table(eval_set.table, y, probs, classes, threshold),
-        "provenance": provenance(bundle, config, command, eval_set),
-    })
+    metrics["ci95"] = bootstrap_ci(
+        lambda i: scalar_metrics(y[i], probs[i], classes, threshold), eval_set.groups, n_bootstrap, seed
+    )
+    metrics.update(
+        {
+            "balanced_accuracy_argmax": balanced_accuracy(y, raw.argmax(1), len(classes)),
+            "decision_rule": "argmax of softmax((logits + logit_bias) / T)" if config.get("logit_bias") else "argmax",
+            "ece_uncalibrated": expected_calibration_error(y, raw),
+            "nll": negative_log_likelihood(y, probs),
+            "nll_uncalibrated": negative_log_likelihood(y, raw),
+            "temperature": temperature(config),
+            "malignant_threshold_source": threshold_source,
+            "tta": tta,
+            "tta_views": (8 if config["height"] == config["width"] else 4) if tta else 1,
+            "inference_s": round(seconds, 2),
+            "bootstrap": {
+                "resamples": n_bootstrap,
+                "seed": seed,
+                "level": 0.95,
+                "unit": "lesion" if len(set(eval_set.groups)) < len(y) else "image",
+                "n_units": int(len(set(eval_set.groups))),
+            },
+            "subgroups": subgroup_table(eval_set.table, y, probs, classes, threshold),
+            "provenance": provenance(bundle, config, command, eval_set),
+        }
+    )
     check_metrics(metrics)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
-    predictions = pd.DataFrame({"image_id": eval_set.table["image_id"], "dx": eval_set.table["dx"],
-                                "predicted": [classes[k] for k in probs.argmax(1)]})
+    predictions = pd.DataFrame(
+        {
+            "image_id": eval_set.table["image_id"],
+            "dx": eval_set.table["dx"],
+            "predicted": [classes[k] for k in probs.argmax(1)],
+        }
+    )
     for k, name in enumerate(classes):
         predictions[f"prob_{name}"] = probs[:, k].round(6)
     predictions["malignant_score"] = malignant_scores(probs, classes).round(6)

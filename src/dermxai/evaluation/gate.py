@@ -19,8 +19,8 @@ from PIL import Image, ImageFilter
 from dermxai.data.cache import resize_cover
 from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.metrics import binary_auc
-from dermxai.models.bundle import gate_layer
 from dermxai.inference.feature_gate import DEFAULT_COMPONENTS, TARGET_ACCEPT, FeatureGate, fit_gate, fit_threshold
+from dermxai.models.bundle import gate_layer
 
 
 def acquisition_variant(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -51,8 +51,9 @@ def acquisition_variant(image: Image.Image, rng: np.random.Generator) -> Image.I
 FIXED_SHIFTS = {
     "JPEG quality 30": lambda im: _jpeg(im, 30),
     "warm colour cast": lambda im: Image.fromarray(np.uint8((np.asarray(im) * [1.1, 1.0, 0.85]).clip(0, 255))),
-    "zoomed in 1.5x": lambda im: im.crop((im.width // 6, im.height // 6, im.width - im.width // 6,
-                                          im.height - im.height // 6)),
+    "zoomed in 1.5x": lambda im: im.crop(
+        (im.width // 6, im.height // 6, im.width - im.width // 6, im.height - im.height // 6)
+    ),
     "black circular vignette": lambda im: _vignette(im),
     "square crop": lambda im: im.crop(((im.width - im.height) // 2, 0, (im.width + im.height) // 2, im.height)),
     "blurred (sigma 1 px)": lambda im: im.filter(ImageFilter.GaussianBlur(1)),
@@ -81,8 +82,10 @@ def features_of(predictor, images: list[Image.Image], batch: int = 64) -> np.nda
         pixels = np.stack([resize_cover(image, predictor.size) for image in images[start : start + batch]])
         features = predictor.outputs(pixels)[1]
         if features is None:
-            raise ValueError(f"{predictor.folder}: no gate features (its architecture has no gate layer, or its "
-                             "model.onnx was exported without them: load it with prefer_onnx=False)")
+            raise ValueError(
+                f"{predictor.folder}: no gate features (its architecture has no gate layer, or its "
+                "model.onnx was exported without them: load it with prefer_onnx=False)"
+            )
         parts.append(features)
     return np.concatenate(parts) if parts else np.zeros((0, 0))
 
@@ -95,9 +98,16 @@ def _open(paths: list[str]) -> list[Image.Image]:
     return images
 
 
-def fit_bundle_gate(predictor, data: Path, split: Path, *, images: Path | None = None,
-                    components: int = DEFAULT_COMPONENTS, target_accept: float = TARGET_ACCEPT,
-                    seed: int = 0) -> tuple[FeatureGate, dict]:
+def fit_bundle_gate(
+    predictor,
+    data: Path,
+    split: Path,
+    *,
+    images: Path | None = None,
+    components: int = DEFAULT_COMPONENTS,
+    target_accept: float = TARGET_ACCEPT,
+    seed: int = 0,
+) -> tuple[FeatureGate, dict]:
     """Fit the gate on train (+ one acquisition variant each) and its threshold on val; return it and a record."""
     rng = np.random.default_rng(seed)
     train_paths = from_split(data, split, "train", images).table["path"].tolist()
@@ -106,16 +116,31 @@ def fit_bundle_gate(predictor, data: Path, split: Path, *, images: Path | None =
     gate = fit_gate(np.concatenate([train, variants]), components)
     val = features_of(predictor, _open(from_split(data, split, "val", images).table["path"].tolist()))
     gate = fit_threshold(gate, val, target_accept)
-    record = {"method": "Mahalanobis distance (probabilistic PCA covariance) of pooled mean/std features",
-              "gate_layer": gate_layer(predictor.config), "components": int(gate.components.shape[0]),
-              "n_train": len(train), "n_train_variants": len(variants), "n_val": len(val),
-              "target_accept": target_accept, "val_accept_rate": round(float(np.mean(~gate.withheld(val))), 4),
-              "threshold": gate.threshold, "split": str(split)}
+    record = {
+        "method": "Mahalanobis distance (probabilistic PCA covariance) of pooled mean/std features",
+        "gate_layer": gate_layer(predictor.config),
+        "components": int(gate.components.shape[0]),
+        "n_train": len(train),
+        "n_train_variants": len(variants),
+        "n_val": len(val),
+        "target_accept": target_accept,
+        "val_accept_rate": round(float(np.mean(~gate.withheld(val))), 4),
+        "threshold": gate.threshold,
+        "split": str(split),
+    }
     return gate, record
 
 
-def gate_report(predictor, gate: FeatureGate, data: Path, split: Path, non_dermoscopic: dict[str, list[Image.Image]],
-                *, images: Path | None = None, n_shifted: int = 300) -> dict:
+def gate_report(
+    predictor,
+    gate: FeatureGate,
+    data: Path,
+    split: Path,
+    non_dermoscopic: dict[str, list[Image.Image]],
+    *,
+    images: Path | None = None,
+    n_shifted: int = 300,
+) -> dict:
     """Shares withheld by the gate: test, shifted validation images, each non-dermoscopic kind; AUROC."""
     test = features_of(predictor, _open(from_split(data, split, "test", images).table["path"].tolist()))
     val_images = _open(from_split(data, split, "val", images).table["path"].tolist()[:n_shifted])
@@ -131,7 +156,11 @@ def gate_report(predictor, gate: FeatureGate, data: Path, split: Path, non_dermo
     outside = np.concatenate(scores)
     rows["not dermoscopy: all"] = (len(outside), float(np.mean(outside > gate.threshold)))
     test_scores = gate.scores(test)
-    auroc = binary_auc(np.r_[np.zeros(len(test_scores), bool), np.ones(len(outside), bool)],
-                       np.r_[test_scores, outside])
-    return {"withheld": {name: {"n": n, "share": round(share, 4)} for name, (n, share) in rows.items()},
-            "auroc_test_vs_not_dermoscopy": round(float(auroc), 4), "threshold": gate.threshold}
+    auroc = binary_auc(
+        np.r_[np.zeros(len(test_scores), bool), np.ones(len(outside), bool)], np.r_[test_scores, outside]
+    )
+    return {
+        "withheld": {name: {"n": n, "share": round(share, 4)} for name, (n, share) in rows.items()},
+        "auroc_test_vs_not_dermoscopy": round(float(auroc), 4),
+        "threshold": gate.threshold,
+    }

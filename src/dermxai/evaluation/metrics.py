@@ -7,7 +7,7 @@ run over the classes present in ``y`` (so balanced accuracy = macro recall = mea
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -15,8 +15,19 @@ from scipy.stats import rankdata
 from dermxai.data.labels import MALIGNANT
 
 ECE_BINS = 15
-HEADLINE = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1",
-            "macro_auc", "ece", "melanoma_recall", "malignant_sensitivity", "malignant_specificity")
+HEADLINE = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "weighted_f1",
+    "macro_auc",
+    "ece",
+    "melanoma_recall",
+    "malignant_sensitivity",
+    "malignant_specificity",
+)
 
 
 def confusion(y: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -114,19 +125,29 @@ def classification_report(y: np.ndarray, probs: np.ndarray, classes: Sequence[st
     scores = per_class_scores(matrix)
     headline = scalar_metrics(y, probs, classes, threshold)
     per_class = {
-        name: {"precision": float(scores["precision"][k]), "recall": float(scores["recall"][k]),
-               "f1": float(scores["f1"][k]), "auc": _none(binary_auc(y == k, probs[:, k])),
-               "support": int(scores["support"][k])}
+        name: {
+            "precision": float(scores["precision"][k]),
+            "recall": float(scores["recall"][k]),
+            "f1": float(scores["f1"][k]),
+            "auc": _none(binary_auc(y == k, probs[:, k])),
+            "support": int(scores["support"][k]),
+        }
         for k, name in enumerate(classes)
     }
-    return {**{k: _none(v) for k, v in headline.items()}, "per_class": per_class,
-            "confusion_matrix": matrix.tolist(),
-            "malignant": {k: _none(v) for k, v in operating_point(y, probs, classes, threshold).items()}}
+    return {
+        **{k: _none(v) for k, v in headline.items()},
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "malignant": {k: _none(v) for k, v in operating_point(y, probs, classes, threshold).items()},
+    }
 
 
 def bootstrap_ci(
-    statistic: Callable[[np.ndarray], dict[str, float]], groups: np.ndarray, n_resamples: int = 1000,
-    seed: int = 0, level: float = 0.95,
+    statistic: Callable[[np.ndarray], dict[str, float]],
+    groups: np.ndarray,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> dict[str, list[float | None]]:
     """Percentile intervals of every value ``statistic(indices)`` returns, resampling whole groups.
 
@@ -148,8 +169,11 @@ def bootstrap_ci(
     for key, values in draws.items():
         values = np.asarray(values, dtype=float)
         values = values[~np.isnan(values)]
-        out[key] = [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))] if len(values) \
+        out[key] = (
+            [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+            if len(values)
             else [None, None]
+        )
     return out
 
 

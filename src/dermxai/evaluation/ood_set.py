@@ -18,8 +18,19 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SKIMAGE_FILES = {
-    "photograph": ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "camera.png",
-                   "hubble_deep_field.jpg", "coins.png", "moon.png", "horse.png", "clock_motion.png"],
+    "photograph": [
+        "astronaut.png",
+        "coffee.png",
+        "chelsea.png",
+        "rocket.jpg",
+        "motorcycle_left.png",
+        "camera.png",
+        "hubble_deep_field.jpg",
+        "coins.png",
+        "moon.png",
+        "horse.png",
+        "clock_motion.png",
+    ],
     "texture": ["brick.png", "grass.png", "gravel.png", "color.png", "chessboard_RGB.png"],
     "document": ["page.png", "text.png", "logo.png"],
     "medical (not dermoscopy)": ["retina.jpg", "microaneurysms.png", "ihc.png", "cell.png", "phantom.png"],
@@ -27,8 +38,16 @@ SKIMAGE_FILES = {
 SKIN_CROPS = {  # faces: skin photographed without a dermatoscope (fractions of width/height: left, top, right, bottom)
     "astronaut.png": (0.33, 0.05, 0.62, 0.42),
 }
-DOCUMENT_LINES = ("Invoice no. 2026-118", "Total due: 1,240.00 EUR", "Dear customer,", "Meeting notes",
-                  "Lorem ipsum dolor sit amet", "Page 3 of 12", "Patient information leaflet", "Terms and conditions")
+DOCUMENT_LINES = (
+    "Invoice no. 2026-118",
+    "Total due: 1,240.00 EUR",
+    "Dear customer,",
+    "Meeting notes",
+    "Lorem ipsum dolor sit amet",
+    "Page 3 of 12",
+    "Patient information leaflet",
+    "Terms and conditions",
+)
 
 
 def _skimage_dir() -> Path | None:
@@ -56,8 +75,12 @@ def _document(rng: np.random.Generator) -> Image.Image:
     image = Image.new("RGB", (400, 300), tuple(int(v) for v in rng.integers(225, 256, 3)))
     draw = ImageDraw.Draw(image)
     for line in range(int(rng.integers(4, 11))):
-        draw.text((int(rng.integers(8, 60)), 12 + 26 * line), str(rng.choice(DOCUMENT_LINES)),
-                  fill=tuple(int(v) for v in rng.integers(0, 90, 3)), font_size=float(rng.uniform(13, 22)))
+        draw.text(
+            (int(rng.integers(8, 60)), 12 + 26 * line),
+            str(rng.choice(DOCUMENT_LINES)),
+            fill=tuple(int(v) for v in rng.integers(0, 90, 3)),
+            font_size=float(rng.uniform(13, 22)),
+        )
     return image
 
 
@@ -81,8 +104,9 @@ def _chart(rng: np.random.Generator) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
-def non_dermoscopic_set(crops_per_image: int = 6, seed: int = 0, screenshots: list[Path] | None = None
-                        ) -> dict[str, list[Image.Image]]:
+def non_dermoscopic_set(
+    crops_per_image: int = 6, seed: int = 0, screenshots: list[Path] | None = None
+) -> dict[str, list[Image.Image]]:
     """Images by kind; kinds whose sources are missing (scikit-image not installed) are left out."""
     rng = np.random.default_rng(seed)
     kinds: dict[str, list[Image.Image]] = {}
@@ -101,7 +125,8 @@ def non_dermoscopic_set(crops_per_image: int = 6, seed: int = 0, screenshots: li
         if (folder / "lfw_subset.npy").is_file():
             faces = np.load(folder / "lfw_subset.npy")[:100:4]  # 25 grey 25x25 faces
             kinds.setdefault("skin without dermatoscope", []).extend(
-                Image.fromarray(np.uint8(face * 255)).convert("RGB").resize((100, 100)) for face in faces)
+                Image.fromarray(np.uint8(face * 255)).convert("RGB").resize((100, 100)) for face in faces
+            )
     with Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg") as photo:
         photo = photo.convert("RGB")
         kinds.setdefault("photograph", []).extend(_crops(photo, rng, crops_per_image))

@@ -29,8 +29,9 @@ def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
     return views
 
 
-def predict_logits(model: nn.Module, config: dict, images_uint8_nhwc: np.ndarray, tta: bool = False,
-                   batch_size: int = 64) -> np.ndarray:
+def predict_logits(
+    model: nn.Module, config: dict, images_uint8_nhwc: np.ndarray, tta: bool = False, batch_size: int = 64
+) -> np.ndarray:
     """Logits (N, C) for uint8 NHWC images at the bundle's height x width.
 
     With ``tta`` the result is log(mean of softmax over the views): softmax of it gives the averaged
@@ -52,8 +53,13 @@ def predict_logits(model: nn.Module, config: dict, images_uint8_nhwc: np.ndarray
     return torch.cat(out).numpy()
 
 
-def load_images(table: pd.DataFrame, size: tuple[int, int], cache_dir: Path | None = None,
-                full_table: pd.DataFrame | None = None, workers: int = 4) -> np.ndarray:
+def load_images(
+    table: pd.DataFrame,
+    size: tuple[int, int],
+    cache_dir: Path | None = None,
+    full_table: pd.DataFrame | None = None,
+    workers: int = 4,
+) -> np.ndarray:
     """uint8 NHWC images of ``table`` resized as in training; from a cache of ``full_table`` when given."""
     if cache_dir is not None:
         cache = build_cache(full_table if full_table is not None else table, cache_dir, size)

@@ -12,13 +12,25 @@ import numpy as np  # noqa: E402
 
 from dermxai.evaluation.metrics import ECE_BINS  # noqa: E402
 
-PLOTS = {"confusion": "confusion_matrix.png", "roc": "roc_curves.png", "reliability": "reliability.png",
-         "per_class": "per_class.png"}
-HEADLINE_ROWS = (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy (mean recall)"),
-                 ("macro_precision", "Macro precision"), ("macro_recall", "Macro recall"), ("macro_f1", "Macro F1"),
-                 ("weighted_f1", "Weighted F1"), ("macro_auc", "Macro AUC (one-vs-rest)"),
-                 ("ece", "ECE (15 bins, at the bundle temperature)"), ("melanoma_recall", "Melanoma recall (argmax)"),
-                 ("malignant_sensitivity", "Malignant sensitivity"), ("malignant_specificity", "Malignant specificity"))
+PLOTS = {
+    "confusion": "confusion_matrix.png",
+    "roc": "roc_curves.png",
+    "reliability": "reliability.png",
+    "per_class": "per_class.png",
+}
+HEADLINE_ROWS = (
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy (mean recall)"),
+    ("macro_precision", "Macro precision"),
+    ("macro_recall", "Macro recall"),
+    ("macro_f1", "Macro F1"),
+    ("weighted_f1", "Weighted F1"),
+    ("macro_auc", "Macro AUC (one-vs-rest)"),
+    ("ece", "ECE (15 bins, at the bundle temperature)"),
+    ("melanoma_recall", "Melanoma recall (argmax)"),
+    ("malignant_sensitivity", "Malignant sensitivity"),
+    ("malignant_specificity", "Malignant specificity"),
+)
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -36,12 +48,26 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     panels = ((axes[0], matrix, "Counts", "{:d}"), (axes[1], rows, "Row-normalised (recall)", "{:.2f}"))
     for ax, values, title, text in panels:
         ax.imshow(values, cmap="Blues")
-        ax.set(title=title, xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
-               yticklabels=classes, xlabel="predicted", ylabel="true")
+        ax.set(
+            title=title,
+            xticks=range(len(classes)),
+            yticks=range(len(classes)),
+            xticklabels=classes,
+            yticklabels=classes,
+            xlabel="predicted",
+            ylabel="true",
+        )
         for i in range(len(classes)):
             for j in range(len(classes)):
-                ax.text(j, i, text.format(values[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if values[i, j] > values.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    text.format(values[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if values[i, j] > values.max() / 2 else "black",
+                )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -83,14 +109,21 @@ def reliability(y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> tuple
 
 def plot_reliability(y: np.ndarray, probs: np.ndarray, raw: np.ndarray, metrics: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 6))
-    for values, label, marker in ((raw, f"T=1 (ECE {fmt(metrics['ece_uncalibrated'])})", "s"),
-                                  (probs, f"T={metrics['temperature']:.2f} (ECE {fmt(metrics['ece'])})", "o")):
+    for values, label, marker in (
+        (raw, f"T=1 (ECE {fmt(metrics['ece_uncalibrated'])})", "s"),
+        (probs, f"T={metrics['temperature']:.2f} (ECE {fmt(metrics['ece'])})", "o"),
+    ):
         confidence, accuracy, count = reliability(y, values)
         used = count > 0
         ax.plot(confidence[used], accuracy[used], marker=marker, label=label)
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set(xlabel="confidence (top label)", ylabel="accuracy", title=f"Reliability ({ECE_BINS} bins)",
-           xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="confidence (top label)",
+        ylabel="accuracy",
+        title=f"Reliability ({ECE_BINS} bins)",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -115,36 +148,68 @@ def markdown(metrics: dict) -> str:
     """The report text (plots referenced by file name)."""
     p, boot = metrics["provenance"], metrics["bootstrap"]
     source = p["evaluated_on"]
-    where = (f"`{source['data']}`, split `{source['split']}`, subset **{source['subset']}**" if "split" in source
-             else f"labels `{source['labels']}`, images `{source['images']}`")
+    where = (
+        f"`{source['data']}`, split `{source['split']}`, subset **{source['subset']}**"
+        if "split" in source
+        else f"labels `{source['labels']}`, images `{source['images']}`"
+    )
     lines = [
-        f"# Evaluation of {p['arch']} ({p['height']}x{p['width']}, {p['weights']} weights)", "",
+        f"# Evaluation of {p['arch']} ({p['height']}x{p['width']}, {p['weights']} weights)",
+        "",
         f"- Data: {where}; {metrics['n']} images, {boot['n_units']} {boot['unit']}s.",
         f"- Bundle: `{p['bundle']}` (epochs trained {p['epochs_trained']}, temperature {metrics['temperature']:.3f}, "
         f"malignant threshold {metrics['malignant']['threshold']:.3f}: {metrics['malignant_threshold_source']}).",
         f"- Test-time augmentation: {'on, ' + str(metrics['tta_views']) + ' views' if metrics['tta'] else 'off'}.",
         f"- 95% intervals: percentile bootstrap, {boot['resamples']} resamples of {boot['unit']}s, seed {boot['seed']}.",
-        f"- Command: `{p['command']}` on {p['eval_hardware']}, {p['date']}.", "",
-        "| Metric | Value [95% CI] |", "|---|---|",
+        f"- Command: `{p['command']}` on {p['eval_hardware']}, {p['date']}.",
+        "",
+        "| Metric | Value [95% CI] |",
+        "|---|---|",
         *[f"| {label} | {with_ci(metrics, key)} |" for key, label in HEADLINE_ROWS],
         f"| NLL (calibrated / T=1) | {fmt(metrics['nll'])} / {fmt(metrics['nll_uncalibrated'])} |",
-        f"| ECE at T=1 | {fmt(metrics['ece_uncalibrated'])} |", "",
-        "## Per class", "", "| Class | Precision | Recall | F1 | AUC | Support |", "|---|---|---|---|---|---|",
-        *[f"| {c} | {fmt(v['precision'])} | {fmt(v['recall'])} | {fmt(v['f1'])} | {fmt(v['auc'])} | {v['support']} |"
-          for c, v in metrics["per_class"].items()], "",
-        f"![per-class scores]({PLOTS['per_class']})", "",
-        "## Confusion matrix", "", f"![confusion matrix]({PLOTS['confusion']})", "",
-        "## ROC curves", "", f"![ROC curves]({PLOTS['roc']})", "",
-        "## Calibration", "", f"![reliability diagram]({PLOTS['reliability']})", "",
-        "## Subgroups", "",
+        f"| ECE at T=1 | {fmt(metrics['ece_uncalibrated'])} |",
+        "",
+        "## Per class",
+        "",
+        "| Class | Precision | Recall | F1 | AUC | Support |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {c} | {fmt(v['precision'])} | {fmt(v['recall'])} | {fmt(v['f1'])} | {fmt(v['auc'])} | {v['support']} |"
+            for c, v in metrics["per_class"].items()
+        ],
+        "",
+        f"![per-class scores]({PLOTS['per_class']})",
+        "",
+        "## Confusion matrix",
+        "",
+        f"![confusion matrix]({PLOTS['confusion']})",
+        "",
+        "## ROC curves",
+        "",
+        f"![ROC curves]({PLOTS['roc']})",
+        "",
+        "## Calibration",
+        "",
+        f"![reliability diagram]({PLOTS['reliability']})",
+        "",
+        "## Subgroups",
+        "",
         "Balanced accuracy only where at least two diagnoses are present; malignant sensitivity at the stored "
-        "threshold. Small groups have wide uncertainty.", "",
+        "threshold. Small groups have wide uncertainty.",
+        "",
     ]
     for name, rows in metrics["subgroups"].items():
-        lines += [f"### {name.replace('_', ' ')}", "", "| Group | n | Accuracy | Balanced acc. | Malignant n | "
-                  "Malignant sensitivity |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['group']} | {r['n']} | {fmt(r['accuracy'])} | {fmt(r['balanced_accuracy'])} | "
-                  f"{r['n_malignant']} | {fmt(r['malignant_sensitivity'])} |" for r in rows]
+        lines += [
+            f"### {name.replace('_', ' ')}",
+            "",
+            "| Group | n | Accuracy | Balanced acc. | Malignant n | Malignant sensitivity |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['group']} | {r['n']} | {fmt(r['accuracy'])} | {fmt(r['balanced_accuracy'])} | "
+            f"{r['n_malignant']} | {fmt(r['malignant_sensitivity'])} |"
+            for r in rows
+        ]
         lines.append("")
     return "\n".join(lines)
 

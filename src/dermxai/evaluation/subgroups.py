@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,8 +30,9 @@ def _label(value: object) -> str:
     return str(value)
 
 
-def subgroup_table(meta: pd.DataFrame, y: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-                   threshold: float) -> dict[str, list[dict]]:
+def subgroup_table(
+    meta: pd.DataFrame, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], threshold: float
+) -> dict[str, list[dict]]:
     """For each of sex, age band, localization: one row per value with n, accuracy, balanced accuracy
     (when >= 2 diagnoses are present), malignant count and sensitivity (when any). ``meta`` aligns with ``y``."""
     columns = {
@@ -57,9 +58,12 @@ def _row(level: str, y: np.ndarray, probs: np.ndarray, classes: list[str], thres
     present = scores["support"] > 0
     malignant = malignant_truth(y, classes)
     return {
-        "group": level, "n": int(len(y)),
+        "group": level,
+        "n": int(len(y)),
         "accuracy": float((probs.argmax(1) == y).mean()),
         "balanced_accuracy": float(scores["recall"][present].mean()) if present.sum() >= 2 else None,
         "n_malignant": int(malignant.sum()),
-        "malignant_sensitivity": operating_point(y, probs, classes, threshold)["sensitivity"] if malignant.any() else None,
+        "malignant_sensitivity": operating_point(y, probs, classes, threshold)["sensitivity"]
+        if malignant.any()
+        else None,
     }

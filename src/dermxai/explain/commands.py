@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand
 
-ModelOption = Annotated[Path | None, typer.Option(
-    "--model", help="Model bundle (default: models/default, or $DERMXAI_MODEL when set).")]
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", help="Model bundle (default: models/default, or $DERMXAI_MODEL when set).")
+]
 METHOD_HELP = "CAM method: gradcam, gradcam++, hirescam, layercam, xgradcam, eigencam or scorecam."
 MethodOption = Annotated[str, typer.Option("--method", help=METHOD_HELP)]
 PER_ROW = 4  # panels per row of an --all-methods figure
@@ -54,17 +55,20 @@ def explain_command(
     out: Annotated[Path, typer.Option("--out", help="PNG figure to write.")],
     model: ModelOption = None,
     method: MethodOption = "gradcam",
-    class_name: Annotated[str | None, typer.Option(
-        "--class", help="Class to explain, e.g. mel (default: the predicted one).")] = None,
+    class_name: Annotated[
+        str | None, typer.Option("--class", help="Class to explain, e.g. mel (default: the predicted one).")
+    ] = None,
     all_methods: Annotated[bool, typer.Option("--all-methods", help="One panel per CAM method.")] = False,
-    mask: Annotated[Path | None, typer.Option(
-        "--mask", help="Lesion mask to outline (default: <id>_segmentation.png beside the image).")] = None,
+    mask: Annotated[
+        Path | None,
+        typer.Option("--mask", help="Lesion mask to outline (default: <id>_segmentation.png beside the image)."),
+    ] = None,
 ) -> None:
     """Draw the image, its CAM overlay and the predicted class with its calibrated probability."""
-    from dermxai.inference.cams import METHODS, check_method
     from dermxai.explain.figures import Panel, panel_grid
     from dermxai.explain.io import mask_next_to, read_mask
     from dermxai.inference.bundles import default_bundle
+    from dermxai.inference.cams import METHODS, check_method
     from dermxai.inference.predictor import Predictor
 
     methods = list(METHODS) if all_methods else [check_method(method)]
@@ -77,8 +81,10 @@ def explain_command(
         panels.append(Panel(pixels, _caption(m, explanation), explanation.cam, outline))
     panels.insert(0, Panel(pixels, "input" + (" (mask outlined)" if outline is not None else ""), mask=outline))
     top = explanation.prediction
-    title = (f"{image.name} - {predictor.config['arch']}: predicted {top.top_class}, calibrated probability "
-             f"{top.confidence:.2f} (T={predictor.temperature:.2f})")
+    title = (
+        f"{image.name} - {predictor.config['arch']}: predicted {top.top_class}, calibrated probability "
+        f"{top.confidence:.2f} (T={predictor.temperature:.2f})"
+    )
     rows = [panels[i : i + PER_ROW] for i in range(0, len(panels), PER_ROW)]
     typer.echo(f"{top.top_class} {top.confidence:.3f} -> {panel_grid(rows, out, title)}")
 
@@ -87,14 +93,15 @@ def explain_compare_command(
     models: Annotated[list[Path], typer.Option("--models", help="Model bundles, one column each (--models A B C).")],
     images: Annotated[list[Path], typer.Option("--images", help="Images, one row each (--images X Y Z).")],
     out: Annotated[Path, typer.Option("--out", help="PNG figure to write.")],
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="Dataset folder to find lesion masks in (by image id).")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset folder to find lesion masks in (by image id).")
+    ] = None,
     method: MethodOption = "gradcam",
 ) -> None:
     """Grid of CAMs: rows are images, columns are models, lesion mask outlined where one exists."""
-    from dermxai.inference.cams import check_method
     from dermxai.explain.figures import Panel, panel_grid
     from dermxai.explain.io import image_id_of, mask_next_to, read_mask
+    from dermxai.inference.cams import check_method
     from dermxai.inference.predictor import Predictor
 
     check_method(method)
@@ -131,16 +138,25 @@ def _label(bundle: Path) -> str:
 def explain_score_command(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (HAM10000 layout, with masks).")],
     split: Annotated[Path, typer.Option("--split", help="Split CSV (image_id,lesion_group,split).")],
-    out: Annotated[Path, typer.Option(
-        "--out", help="Folder for explain_metrics.json, explain_report.md and explain_per_image.csv.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Folder for explain_metrics.json, explain_report.md and explain_per_image.csv."),
+    ],
     model: ModelOption = None,
     subset: Annotated[str, typer.Option("--subset", help="train, val or test.")] = "test",
-    method: Annotated[list[str] | None, typer.Option("--method", help=(
-        "CAM method, repeatable (--method gradcam --method layercam); the first is the headline."))] = None,
-    limit: Annotated[int | None, typer.Option(
-        "--limit", help="At most this many images (seeded random order).")] = None,
-    slow_limit: Annotated[int, typer.Option(
-        "--scorecam-limit", help="At most this many images for scorecam (a forward pass per channel).")] = 10,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method", help=("CAM method, repeatable (--method gradcam --method layercam); the first is the headline.")
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="At most this many images (seeded random order).")
+    ] = None,
+    slow_limit: Annotated[
+        int,
+        typer.Option("--scorecam-limit", help="At most this many images for scorecam (a forward pass per channel)."),
+    ] = 10,
     steps: Annotated[int, typer.Option("--steps", help="Deletion/insertion steps.")] = 16,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CIs.")] = 1000,
     seed: int = 0,
@@ -151,10 +167,23 @@ def explain_score_command(
 
     if limit is not None and limit < 1:
         raise ValueError("--limit must be at least 1")
-    result = score_explanations(model or default_bundle(), data, split, subset, method or ["gradcam"], out,
-                                limit=limit, slow_limit=slow_limit, steps=steps, n_boot=bootstrap, seed=seed,
-                                progress=lambda done, total: typer.echo(f"  {done}/{total} images", err=True))
+    result = score_explanations(
+        model or default_bundle(),
+        data,
+        split,
+        subset,
+        method or ["gradcam"],
+        out,
+        limit=limit,
+        slow_limit=slow_limit,
+        steps=steps,
+        n_boot=bootstrap,
+        seed=seed,
+        progress=lambda done, total: typer.echo(f"  {done}/{total} images", err=True),
+    )
     gaussian = result["baselines"]["gaussian"]
-    typer.echo(f"{result['method']} on {result['n_images']} {subset} image(s): in-mask energy "
-               f"{fmt(result['in_mask_energy'])} (Gaussian {fmt(gaussian['in_mask_energy'])}), pointing game "
-               f"{fmt(result['pointing_game'])} (Gaussian {fmt(gaussian['pointing_game'])}) -> {out}")
+    typer.echo(
+        f"{result['method']} on {result['n_images']} {subset} image(s): in-mask energy "
+        f"{fmt(result['in_mask_energy'])} (Gaussian {fmt(gaussian['in_mask_energy'])}), pointing game "
+        f"{fmt(result['pointing_game'])} (Gaussian {fmt(gaussian['pointing_game'])}) -> {out}"
+    )

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -22,8 +22,8 @@ from PIL import Image, ImageFilter
 from dermxai.data.index import load_dataset
 from dermxai.data.splits import read_split
 from dermxai.explain import scores
-from dermxai.inference.cams import check_method, explain
 from dermxai.explain.io import read_image, read_mask
+from dermxai.inference.cams import check_method, explain
 from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
 from dermxai.probabilities import served_probabilities, temperature
@@ -50,14 +50,24 @@ def class_probability(model: torch.nn.Module, config: dict, target: int, batch_s
 
     def run(images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return np.concatenate([probabilities(model(to_batch(images[i : i + batch_size], config).contiguous(
-                memory_format=torch.channels_last)), config)[:, target] for i in range(0, len(images), batch_size)])
+            return np.concatenate(
+                [
+                    probabilities(
+                        model(
+                            to_batch(images[i : i + batch_size], config).contiguous(memory_format=torch.channels_last)
+                        ),
+                        config,
+                    )[:, target]
+                    for i in range(0, len(images), batch_size)
+                ]
+            )
 
     return run
 
 
-def select_images(data: Path, split: Path, subset: str, limit: int | None, seed: int,
-                  images: Path | None = None) -> pd.DataFrame:
+def select_images(
+    data: Path, split: Path, subset: str, limit: int | None, seed: int, images: Path | None = None
+) -> pd.DataFrame:
     """The subset's images that have a lesion mask, in a seeded random order (classes mixed), first ``limit``."""
     table = load_dataset(data, images)
     assignment = read_split(split, table)
@@ -83,15 +93,25 @@ class Sample:
     probability: float
 
 
-def score_batch(model: torch.nn.Module, config: dict, rows: pd.DataFrame, methods: list[str],
-                slow_left: int, steps: int, seed: int) -> list[dict]:
+def score_batch(
+    model: torch.nn.Module, config: dict, rows: pd.DataFrame, methods: list[str], slow_left: int, steps: int, seed: int
+) -> list[dict]:
     """Per-image records for one batch: every method (slow ones while ``slow_left``) and both baselines."""
     images = np.stack([read_image(p, config) for p in rows["path"]])
     batch = to_batch(images, config)
     with torch.no_grad():
         probs = probabilities(model(batch), config)
-    samples = [Sample(rows.iloc[n], images[n], blurred(images[n]), read_mask(rows.iloc[n]["mask_path"], config),
-                      int(probs[n].argmax()), float(probs[n].max())) for n in range(len(rows))]
+    samples = [
+        Sample(
+            rows.iloc[n],
+            images[n],
+            blurred(images[n]),
+            read_mask(rows.iloc[n]["mask_path"], config),
+            int(probs[n].argmax()),
+            float(probs[n].max()),
+        )
+        for n in range(len(rows))
+    ]
     records = []
     for method in methods:
         count = min(slow_left, len(rows)) if method in SLOW_METHODS else len(rows)
@@ -101,8 +121,10 @@ def score_batch(model: torch.nn.Module, config: dict, rows: pd.DataFrame, method
         cams, _ = explain(model, config, batch[:count], method, targets)
         unstable = {} if method in SLOW_METHODS else _stability(model, config, images[:count], cams, method, targets)
         for n, sample in enumerate(samples[:count]):
-            records.append(_record(model, config, sample, method, cams[n], steps, seed)
-                           | {f"stability_{t}": v[n] for t, v in unstable.items()})
+            records.append(
+                _record(model, config, sample, method, cams[n], steps, seed)
+                | {f"stability_{t}": v[n] for t, v in unstable.items()}
+            )
     height, width = images.shape[1:3]
     chance = {"uniform": scores.uniform_map(height, width), "gaussian": scores.gaussian_map(height, width)}
     for sample in samples:
@@ -112,14 +134,23 @@ def score_batch(model: torch.nn.Module, config: dict, rows: pd.DataFrame, method
 
 
 def _record(model, config: dict, sample: Sample, method: str, saliency: np.ndarray, steps: int, seed: int) -> dict:
-    deletion, insertion = scores.deletion_insertion_auc(class_probability(model, config, sample.target),
-                                                        sample.image, sample.blank, saliency, steps, seed)
+    deletion, insertion = scores.deletion_insertion_auc(
+        class_probability(model, config, sample.target), sample.image, sample.blank, saliency, steps, seed
+    )
     row = sample.row
-    return {"image_id": row["image_id"], "lesion_group": row["lesion_group"], "dx": row["dx"], "method": method,
-            "predicted": config["classes"][sample.target], "probability": sample.probability,
-            "mask_share": float(sample.mask.mean()), "in_mask_energy": scores.in_mask_energy(saliency, sample.mask),
-            "pointing_game": scores.pointing_game(saliency, sample.mask), "deletion_auc": deletion,
-            "insertion_auc": insertion}
+    return {
+        "image_id": row["image_id"],
+        "lesion_group": row["lesion_group"],
+        "dx": row["dx"],
+        "method": method,
+        "predicted": config["classes"][sample.target],
+        "probability": sample.probability,
+        "mask_share": float(sample.mask.mean()),
+        "in_mask_energy": scores.in_mask_energy(saliency, sample.mask),
+        "pointing_game": scores.pointing_game(saliency, sample.mask),
+        "deletion_auc": deletion,
+        "insertion_auc": insertion,
+    }
 
 
 def _stability(model, config, images, cams, method, targets) -> dict[str, list[float]]:
@@ -137,8 +168,9 @@ def summarise(table: pd.DataFrame, methods: list[str], n_boot: int, seed: int) -
     """Bootstrap means per method, per class, for the baselines, and paired CAM-minus-Gaussian differences."""
 
     def stats(part: pd.DataFrame) -> dict:
-        return {m: scores.bootstrap_mean(part[m].to_numpy(), part["lesion_group"].to_numpy(), n_boot, seed)
-                for m in METRICS}
+        return {
+            m: scores.bootstrap_mean(part[m].to_numpy(), part["lesion_group"].to_numpy(), n_boot, seed) for m in METRICS
+        }
 
     per_method = {}
     gaussian = table[table["method"].eq("baseline:gaussian")].set_index("image_id")
@@ -148,12 +180,22 @@ def summarise(table: pd.DataFrame, methods: list[str], n_boot: int, seed: int) -
             continue
         stability_columns = [c for c in part if c.startswith("stability_") and part[c].notna().any()]
         paired = part.set_index("image_id")
-        vs = {m: scores.bootstrap_mean((paired[m] - gaussian.loc[paired.index, m]).to_numpy(),
-                                       paired["lesion_group"].to_numpy(), n_boot, seed) for m in METRICS}
+        vs = {
+            m: scores.bootstrap_mean(
+                (paired[m] - gaussian.loc[paired.index, m]).to_numpy(), paired["lesion_group"].to_numpy(), n_boot, seed
+            )
+            for m in METRICS
+        }
         per_method[method] = {
-            "n_images": len(part), **stats(part), "minus_gaussian": vs,
-            "stability": {c.removeprefix("stability_"): scores.bootstrap_mean(
-                part[c].to_numpy(), part["lesion_group"].to_numpy(), n_boot, seed) for c in stability_columns},
+            "n_images": len(part),
+            **stats(part),
+            "minus_gaussian": vs,
+            "stability": {
+                c.removeprefix("stability_"): scores.bootstrap_mean(
+                    part[c].to_numpy(), part["lesion_group"].to_numpy(), n_boot, seed
+                )
+                for c in stability_columns
+            },
             "per_class": {dx: {"n": len(g), **stats(g)} for dx, g in part.groupby("dx")},
         }
     primary = next(iter(per_method))
@@ -163,18 +205,40 @@ def summarise(table: pd.DataFrame, methods: list[str], n_boot: int, seed: int) -
         part = table[table["method"].eq(f"baseline:{name}") & table["image_id"].isin(images)]
         baselines[name] = stats(part)
     baselines["gaussian"]["parameters"] = {
-        "centre": "image centre", "sigma_y": f"{scores.GAUSSIAN_SIGMA} x height",
-        "sigma_x": f"{scores.GAUSSIAN_SIGMA} x width", "normalised": "sums to 1 over the input pixels"}
+        "centre": "image centre",
+        "sigma_y": f"{scores.GAUSSIAN_SIGMA} x height",
+        "sigma_x": f"{scores.GAUSSIAN_SIGMA} x width",
+        "normalised": "sums to 1 over the input pixels",
+    }
     head = per_method[primary]
-    return {"method": primary, "methods": list(per_method), "n_images": head["n_images"],
-            **{m: head[m] for m in METRICS}, "per_method": per_method, "per_class": head["per_class"],
-            "baselines": baselines, "stability": head["stability"]}
+    return {
+        "method": primary,
+        "methods": list(per_method),
+        "n_images": head["n_images"],
+        **{m: head[m] for m in METRICS},
+        "per_method": per_method,
+        "per_class": head["per_class"],
+        "baselines": baselines,
+        "stability": head["stability"],
+    }
 
 
-def score_explanations(bundle: Path, data: Path, split: Path, subset: str, methods: list[str], out: Path,
-                       limit: int | None = None, slow_limit: int = 10, steps: int = 16, n_boot: int = 1000,
-                       seed: int = 0, batch_size: int = 8, images: Path | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> dict:
+def score_explanations(
+    bundle: Path,
+    data: Path,
+    split: Path,
+    subset: str,
+    methods: list[str],
+    out: Path,
+    limit: int | None = None,
+    slow_limit: int = 10,
+    steps: int = 16,
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 8,
+    images: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Score ``methods`` on ``subset`` of ``split`` and write the metrics, per-image table and report to ``out``."""
     methods = [check_method(m) for m in dict.fromkeys(methods)]
     if steps < 2:
@@ -193,11 +257,26 @@ def score_explanations(bundle: Path, data: Path, split: Path, subset: str, metho
             progress(min(first + batch_size, len(chosen)), len(chosen))
     table = pd.DataFrame(records)
     result = summarise(table, methods, n_boot, seed)
-    command = (f"dermxai explain-score --model {bundle} --data {data} --split {split} --subset {subset} "
-               + " ".join(f"--method {m}" for m in methods) + (f" --limit {limit}" if limit else "")
-               + f" --scorecam-limit {slow_limit} --steps {steps} --bootstrap {n_boot} --seed {seed} --out {out}")
-    result["provenance"] = _provenance(command, bundle, config, data, split, subset, limit, slow_limit, steps,
-                                       n_boot, seed, time.perf_counter() - start)
+    command = (
+        f"dermxai explain-score --model {bundle} --data {data} --split {split} --subset {subset} "
+        + " ".join(f"--method {m}" for m in methods)
+        + (f" --limit {limit}" if limit else "")
+        + f" --scorecam-limit {slow_limit} --steps {steps} --bootstrap {n_boot} --seed {seed} --out {out}"
+    )
+    result["provenance"] = _provenance(
+        command,
+        bundle,
+        config,
+        data,
+        split,
+        subset,
+        limit,
+        slow_limit,
+        steps,
+        n_boot,
+        seed,
+        time.perf_counter() - start,
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "explain_per_image.csv", index=False)
@@ -211,15 +290,25 @@ def _provenance(command, bundle, config, data, split, subset, limit, slow_limit,
 
     return {
         "command": command,
-        "bundle": str(bundle), "arch": config["arch"], "input": [config["height"], config["width"]],
-        "weights": config.get("weights"), "temperature": temperature(config),
-        "split_fingerprint": config.get("split_fingerprint"), "data": str(data), "split": str(split),
-        "subset": subset, "limit": limit, "slow_methods_limit": {m: slow_limit for m in SLOW_METHODS},
+        "bundle": str(bundle),
+        "arch": config["arch"],
+        "input": [config["height"], config["width"]],
+        "weights": config.get("weights"),
+        "temperature": temperature(config),
+        "split_fingerprint": config.get("split_fingerprint"),
+        "data": str(data),
+        "split": str(split),
+        "subset": subset,
+        "limit": limit,
+        "slow_methods_limit": {m: slow_limit for m in SLOW_METHODS},
         "order": f"images with a mask, sorted by id, shuffled with seed {seed}",
         "removal": f"pixels replaced by a Gaussian blur (radius {BLUR_SHARE} x longer input side) of the image",
-        "steps": steps, "target": "the predicted class; served probabilities",
+        "steps": steps,
+        "target": "the predicted class; served probabilities",
         "bootstrap": {"n": n_boot, "seed": seed, "unit": "lesion_group of the split file", "ci": "percentile 95%"},
-        "wall_time_s": round(wall, 1), "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "wall_time_s": round(wall, 1),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
         "versions": {p: version(p) for p in ("torch", "timm", "grad-cam", "numpy")},
     }
 
@@ -233,22 +322,31 @@ def fmt(stat: dict) -> str:
 def report(result: dict) -> str:
     """A short Markdown report: methods next to the chance baselines, stability, per class."""
     p = result["provenance"]
-    lines = [f"# Explanations vs lesion masks: {p['arch']} ({p['input'][0]}x{p['input'][1]}), {p['subset']} subset",
-             "", f"Data `{p['data']}`, split `{p['split']}`; {p['order']}; limit {p['limit']}. "
-             f"Means with 95% CIs (bootstrap over lesion groups, n={p['bootstrap']['n']}). "
-             f"Deletion/insertion: {p['steps']} steps, {p['removal']}; CAM of the predicted class. "
-             f"Wall time {p['wall_time_s']} s.", "",
-             "| map | images | in-mask energy | pointing game | deletion AUC (lower better) | insertion AUC |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Explanations vs lesion masks: {p['arch']} ({p['input'][0]}x{p['input'][1]}), {p['subset']} subset",
+        "",
+        f"Data `{p['data']}`, split `{p['split']}`; {p['order']}; limit {p['limit']}. "
+        f"Means with 95% CIs (bootstrap over lesion groups, n={p['bootstrap']['n']}). "
+        f"Deletion/insertion: {p['steps']} steps, {p['removal']}; CAM of the predicted class. "
+        f"Wall time {p['wall_time_s']} s.",
+        "",
+        "| map | images | in-mask energy | pointing game | deletion AUC (lower better) | insertion AUC |",
+        "|---|---|---|---|---|---|",
+    ]
     rows = [(m, r) for m, r in result["per_method"].items()]
     rows += [(f"chance: {b}", r | {"n_images": result["n_images"]}) for b, r in result["baselines"].items()]
     for name, r in rows:
         lines.append(f"| {name} | {r['n_images']} | " + " | ".join(fmt(r[m]) for m in METRICS) + " |")
-    lines += ["", "Gaussian baseline: centred, sigma = 0.25 x height and 0.25 x width. Paired difference "
-              "method minus Gaussian (in-mask energy, pointing game):", ""]
+    lines += [
+        "",
+        "Gaussian baseline: centred, sigma = 0.25 x height and 0.25 x width. Paired difference "
+        "method minus Gaussian (in-mask energy, pointing game):",
+        "",
+    ]
     for m, r in result["per_method"].items():
-        lines.append(f"- {m}: {fmt(r['minus_gaussian']['in_mask_energy'])}, "
-                     f"{fmt(r['minus_gaussian']['pointing_game'])}")
+        lines.append(
+            f"- {m}: {fmt(r['minus_gaussian']['in_mask_energy'])}, {fmt(r['minus_gaussian']['pointing_game'])}"
+        )
     lines += ["", "Stability (Pearson r between the CAM and the CAM of the transformed image, transformed back):", ""]
     for m, r in result["per_method"].items():
         lines.append(f"- {m}: " + ", ".join(f"{t} {fmt(s)}" for t, s in r["stability"].items()))

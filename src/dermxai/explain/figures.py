@@ -43,8 +43,9 @@ def panel_grid(rows: list[list[Panel]], out: str | Path, title: str = "", row_la
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     height, width = rows[0][0].image.shape[:2]
     aspect = height / width
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(PANEL * n_cols + 0.8, PANEL * aspect * n_rows + 0.9),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(PANEL * n_cols + 0.8, PANEL * aspect * n_rows + 0.9), squeeze=False
+    )
     for r, row in enumerate(rows):
         for c in range(n_cols):
             if c < len(row):
@@ -52,10 +53,17 @@ def panel_grid(rows: list[list[Panel]], out: str | Path, title: str = "", row_la
             else:
                 axes[r, c].axis("off")
         if row_labels:
-            axes[r, 0].text(-0.06, 0.5, row_labels[r], transform=axes[r, 0].transAxes, rotation=90,
-                            ha="right", va="center", fontsize=9)
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=CMAP), ax=axes.ravel().tolist(), fraction=0.025,
-                       pad=0.02)
+            axes[r, 0].text(
+                -0.06,
+                0.5,
+                row_labels[r],
+                transform=axes[r, 0].transAxes,
+                rotation=90,
+                ha="right",
+                va="center",
+                fontsize=9,
+            )
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=CMAP), ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
     bar.set_label("CAM relevance (scaled to [0, 1] per image)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -6,7 +6,7 @@ A *map* is a non-negative (H, W) array; a *mask* a boolean (H, W) array of lesio
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -54,8 +54,9 @@ def removal_order(saliency: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.lexsort((tiebreak, -flat))
 
 
-def perturbation_series(image: np.ndarray, blank: np.ndarray, saliency: np.ndarray, steps: int = 16,
-                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def perturbation_series(
+    image: np.ndarray, blank: np.ndarray, saliency: np.ndarray, steps: int = 16, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion inputs, each (steps + 1, H, W, C): step k has the top k/steps of pixels changed.
 
     Deletion replaces the most salient pixels of ``image`` by ``blank``; insertion starts from ``blank`` and
@@ -80,8 +81,14 @@ def curve_auc(values: np.ndarray) -> float:
     return float(np.trapezoid(values, dx=1.0 / (len(values) - 1)))
 
 
-def deletion_insertion_auc(probability: Callable[[np.ndarray], np.ndarray], image: np.ndarray, blank: np.ndarray,
-                           saliency: np.ndarray, steps: int = 16, seed: int = 0) -> tuple[float, float]:
+def deletion_insertion_auc(
+    probability: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    blank: np.ndarray,
+    saliency: np.ndarray,
+    steps: int = 16,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Deletion and insertion AUCs; ``probability`` maps a batch of images to the explained class's probability.
 
     Both series go through ``probability`` in one batch. Lower deletion and higher insertion AUC mean the map
@@ -117,8 +124,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norm)
 
 
-def bootstrap_mean(values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 1000,
-                   seed: int = 0) -> dict:
+def bootstrap_mean(values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Mean and percentile 95% CI; with ``groups`` (lesion ids) whole groups are resampled (cluster bootstrap)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:

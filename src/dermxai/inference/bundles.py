@@ -19,8 +19,10 @@ def default_bundle() -> Path:
     folder = Path(os.environ[ENV]) if os.environ.get(ENV) else MODELS_DIR / "default"
     if not is_bundle(folder):
         source = f"${ENV}" if os.environ.get(ENV) else "the default model"
-        raise FileNotFoundError(f"{source} {folder} is not a model bundle (needs config.json and "
-                                f"model.safetensors); pass --model BUNDLE or set {ENV}")
+        raise FileNotFoundError(
+            f"{source} {folder} is not a model bundle (needs config.json and "
+            f"model.safetensors); pass --model BUNDLE or set {ENV}"
+        )
     return folder
 
 

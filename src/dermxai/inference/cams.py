@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
-                              XGradCAM)
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
@@ -31,8 +30,12 @@ class QuietScoreCAM(ScoreCAM):
 
     def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads) -> np.ndarray:
         with torch.no_grad():
-            maps = F.interpolate(torch.from_numpy(activations).to(self.device), size=input_tensor.shape[-2:],
-                                 mode="bilinear", align_corners=False)
+            maps = F.interpolate(
+                torch.from_numpy(activations).to(self.device),
+                size=input_tensor.shape[-2:],
+                mode="bilinear",
+                align_corners=False,
+            )
             flat = maps.flatten(2)
             low, high = flat.min(-1).values[..., None, None], flat.max(-1).values[..., None, None]
             maps = (maps - low) / (high - low + 1e-8)
@@ -94,8 +97,13 @@ def _clone_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> tor
     return output.clone()
 
 
-def explain(model: nn.Module, config: dict | str, batch: torch.Tensor, method: str = "gradcam",
-            target_classes: list[int] | None = None) -> tuple[np.ndarray, torch.Tensor]:
+def explain(
+    model: nn.Module,
+    config: dict | str,
+    batch: torch.Tensor,
+    method: str = "gradcam",
+    target_classes: list[int] | None = None,
+) -> tuple[np.ndarray, torch.Tensor]:
     """CAMs (N, H, W) in [0, 1] for ``target_classes`` (default: each image's top class) and the logits (N, C).
 
     ``batch`` is the normalised (N, 3, H, W) float input. Both outputs come from one forward pass, whose
@@ -108,8 +116,10 @@ def explain(model: nn.Module, config: dict | str, batch: torch.Tensor, method: s
     layer = target_layer(model, config)
     targets = None if target_classes is None else [ClassifierOutputTarget(int(c)) for c in target_classes]
     with torch.enable_grad(), METHODS[method](model=model, target_layers=[layer]) as cam:
-        handles = [layer.register_forward_hook(_start_graph, prepend=True),  # before the library's hooks
-                   layer.register_forward_hook(_clone_output)]  # after them: they record the original
+        handles = [
+            layer.register_forward_hook(_start_graph, prepend=True),  # before the library's hooks
+            layer.register_forward_hook(_clone_output),
+        ]  # after them: they record the original
         try:
             maps = cam(input_tensor=batch, targets=targets)
         finally:

@@ -43,7 +43,7 @@ class FeatureGate:
         z = (features - self.mean) / self.scale
         projected = z @ self.components.T
         residual = np.maximum((z * z).sum(1) - (projected * projected).sum(1), 0.0)
-        return ((projected ** 2 / self.variances).sum(1) + residual / self.residual_variance) / self.dimension
+        return ((projected**2 / self.variances).sum(1) + residual / self.residual_variance) / self.dimension
 
     def withheld(self, features: np.ndarray) -> np.ndarray:
         """True where an image should be withheld (its score is above the threshold)."""
@@ -52,9 +52,15 @@ class FeatureGate:
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / GATE_NAME
         partial = path.with_name(f"{GATE_NAME}.partial.npz")
-        np.savez(partial, mean=self.mean.astype(np.float32), scale=self.scale.astype(np.float32),
-                 components=self.components.astype(np.float32), variances=self.variances.astype(np.float32),
-                 residual_variance=np.float64(self.residual_variance), threshold=np.float64(self.threshold))
+        np.savez(
+            partial,
+            mean=self.mean.astype(np.float32),
+            scale=self.scale.astype(np.float32),
+            components=self.components.astype(np.float32),
+            variances=self.variances.astype(np.float32),
+            residual_variance=np.float64(self.residual_variance),
+            threshold=np.float64(self.threshold),
+        )
         partial.replace(path)
         return path
 
@@ -66,15 +72,27 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            values = {key: arrays[key].astype(np.float64) for key in
-                      ("mean", "scale", "components", "variances", "residual_variance", "threshold")}
+            values = {
+                key: arrays[key].astype(np.float64)
+                for key in ("mean", "scale", "components", "variances", "residual_variance", "threshold")
+            }
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"{path}: not a valid out-of-distribution gate ({error})") from None
-    gate = FeatureGate(values["mean"], values["scale"], values["components"], values["variances"],
-                       float(values["residual_variance"]), float(values["threshold"]))
+    gate = FeatureGate(
+        values["mean"],
+        values["scale"],
+        values["components"],
+        values["variances"],
+        float(values["residual_variance"]),
+        float(values["threshold"]),
+    )
     d = gate.dimension
-    if gate.scale.shape != (d,) or gate.components.ndim != 2 or gate.components.shape[1] != d \
-            or gate.variances.shape != (gate.components.shape[0],):
+    if (
+        gate.scale.shape != (d,)
+        or gate.components.ndim != 2
+        or gate.components.shape[1] != d
+        or gate.variances.shape != (gate.components.shape[0],)
+    ):
         raise ValueError(f"{path}: arrays of inconsistent shapes")
     return gate
 
@@ -89,7 +107,7 @@ def fit_gate(train_features: np.ndarray, components: int = DEFAULT_COMPONENTS) -
     z = (x - mean) / scale
     k = min(components, min(z.shape) - 1)
     _, singular, axes = np.linalg.svd(z, full_matrices=False)
-    eigen = singular ** 2 / (len(z) - 1)
+    eigen = singular**2 / (len(z) - 1)
     residual = float(eigen[k:].sum() / max(1, z.shape[1] - k)) if z.shape[1] > k else float(eigen[-1])
     return FeatureGate(mean, scale, axes[:k], np.maximum(eigen[:k], residual), max(residual, 1e-12))
 

@@ -25,6 +25,7 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
 BROKEN = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 """What Pillow raises on a damaged or truncated file."""
 
+
 class InvalidImage(ValueError):
     """An upload that cannot be used, with a message meant for the person who sent it.
 
@@ -48,19 +49,22 @@ def read_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
             image = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
-        raise InvalidImage("This file is not an image (use a JPEG, PNG, WebP, GIF, BMP or TIFF photo).",
-                           "not_an_image") from None
+        raise InvalidImage(
+            "This file is not an image (use a JPEG, PNG, WebP, GIF, BMP or TIFF photo).", "not_an_image"
+        ) from None
     except Image.DecompressionBombError:
         raise InvalidImage(f"The image has too many pixels; the limit is {max_pixels:,}.", "too_many_pixels") from None
     except BROKEN as error:
         raise _corrupt(error) from None
     if image.format not in FORMATS:
-        raise InvalidImage(f"{image.format} images are not supported (use JPEG, PNG, WebP, GIF, BMP or TIFF).",
-                           "unsupported_format")
+        raise InvalidImage(
+            f"{image.format} images are not supported (use JPEG, PNG, WebP, GIF, BMP or TIFF).", "unsupported_format"
+        )
     width, height = image.size
     if width * height > max_pixels:
-        raise InvalidImage(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.",
-                           "too_many_pixels")
+        raise InvalidImage(
+            f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.", "too_many_pixels"
+        )
     if width < 1 or height < 1:
         raise InvalidImage("The image has no pixels.", "corrupt")
     try:

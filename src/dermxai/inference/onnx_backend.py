@@ -14,7 +14,6 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -103,8 +102,9 @@ class TorchBackend:
         return self.outputs(batch)[0]
 
 
-def load_backend(bundle_dir: str | Path, threads: int | None = None, prefer_onnx: bool = True,
-                 model: nn.Module | None = None) -> OnnxBackend | TorchBackend:
+def load_backend(
+    bundle_dir: str | Path, threads: int | None = None, prefer_onnx: bool = True, model: nn.Module | None = None
+) -> OnnxBackend | TorchBackend:
     """ONNX Runtime on ``bundle_dir/model.onnx`` when present and exported from these weights, else PyTorch eager.
 
     ``model``: the bundle's PyTorch model when the caller has already loaded it (it is then not loaded again).
@@ -124,13 +124,19 @@ def load_backend(bundle_dir: str | Path, threads: int | None = None, prefer_onnx
         else:
             width = backend.session.get_outputs()[0].shape[-1]
             if isinstance(width, int) and width != len(config["classes"]):
-                raise BundleError(f"{onnx_path} outputs {width} classes but config.json names "
-                                  f"{len(config['classes'])}; re-export the bundle with `dermxai export`")
-            if backend.metadata.get(WEIGHTS_KEY) == weights_digest(bundle_dir) and \
-                    backend.metadata.get(CONFIG_KEY) == config_digest(config):
+                raise BundleError(
+                    f"{onnx_path} outputs {width} classes but config.json names "
+                    f"{len(config['classes'])}; re-export the bundle with `dermxai export`"
+                )
+            if backend.metadata.get(WEIGHTS_KEY) == weights_digest(bundle_dir) and backend.metadata.get(
+                CONFIG_KEY
+            ) == config_digest(config):
                 return backend
-            warnings.warn(f"{onnx_path} was not exported from this bundle's weights and config (re-run "
-                          "`dermxai export`); using PyTorch instead", stacklevel=2)
+            warnings.warn(
+                f"{onnx_path} was not exported from this bundle's weights and config (re-run "
+                "`dermxai export`); using PyTorch instead",
+                stacklevel=2,
+            )
     if model is None:
         model, config = load_bundle(bundle_dir)
     else:

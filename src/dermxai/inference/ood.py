@@ -47,15 +47,23 @@ def fit_abstention(val_logits: np.ndarray, temperature: float, target_accept: fl
     energies = energy(val_logits, temperature)
     min_confidence, max_energy, accepted = float(confidence.min()), float(energies.max()), 1.0
     for reject in np.linspace((1 - target_accept) / 2, 1 - target_accept, 101):
-        candidate = (float(np.quantile(confidence, reject, method="lower")),
-                     float(np.quantile(energies, 1 - reject, method="higher")))
+        candidate = (
+            float(np.quantile(confidence, reject, method="lower")),
+            float(np.quantile(energies, 1 - reject, method="higher")),
+        )
         share = float(np.mean((confidence >= candidate[0]) & (energies <= candidate[1])))
         if share < target_accept:
             break
         (min_confidence, max_energy), accepted = candidate, share
-    return {"min_confidence": min_confidence, "max_energy": max_energy, "target_accept": target_accept,
-            "val_accept_rate": round(accepted, 4), "n_val": int(len(val_logits)), "temperature": temperature,
-            "method": "max-softmax and energy score"}
+    return {
+        "min_confidence": min_confidence,
+        "max_energy": max_energy,
+        "target_accept": target_accept,
+        "val_accept_rate": round(accepted, 4),
+        "n_val": int(len(val_logits)),
+        "temperature": temperature,
+        "method": "max-softmax and energy score",
+    }
 
 
 def abstain_reasons(logits: np.ndarray, temperature: float, params: dict | None) -> list[str]:
@@ -65,10 +73,13 @@ def abstain_reasons(logits: np.ndarray, temperature: float, params: dict | None)
     reasons = []
     confidence = float(calibrated_probabilities(logits, temperature).max())
     if confidence < params["min_confidence"]:
-        reasons.append(f"low confidence ({confidence:.0%}, below the model's threshold of "
-                       f"{params['min_confidence']:.0%})")
+        reasons.append(
+            f"low confidence ({confidence:.0%}, below the model's threshold of {params['min_confidence']:.0%})"
+        )
     score = float(energy(logits, temperature))
     if score > params["max_energy"]:
-        reasons.append(f"the image looks unlike the dermoscopic training images (energy {score:.2f} "
-                       f"above {params['max_energy']:.2f})")
+        reasons.append(
+            f"the image looks unlike the dermoscopic training images (energy {score:.2f} "
+            f"above {params['max_energy']:.2f})"
+        )
     return reasons

@@ -21,8 +21,8 @@ from dermxai.data.cache import resize_cover
 from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 from dermxai.inference.feature_gate import FeatureGate, load_gate
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
-from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend, weights_digest
+from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
 from dermxai.inference.preprocess import to_array, to_batch
 from dermxai.models.bundle import load_bundle, read_config
 from dermxai.probabilities import decision_logits, temperature
@@ -60,28 +60,48 @@ class Prediction:
     def to_dict(self) -> dict:
         """A JSON-ready summary (the API's response body)."""
         return {
-            "model_id": self.model_id, "top_class": self.top_class, "top_class_name": CLASS_NAMES.get(self.top_class),
-            "confidence": self.confidence, "probabilities": self.probabilities,
-            "malignant": {"score": self.malignant_score, "threshold": self.malignant_threshold,
-                          "flagged": self.malignant_flag, "classes": list(MALIGNANT)},
-            "abstain": self.abstain, "abstain_reasons": self.abstain_reasons, "energy": self.energy,
-            "out_of_distribution": self.out_of_distribution, "ood_score": self.ood_score,
+            "model_id": self.model_id,
+            "top_class": self.top_class,
+            "top_class_name": CLASS_NAMES.get(self.top_class),
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+            "malignant": {
+                "score": self.malignant_score,
+                "threshold": self.malignant_threshold,
+                "flagged": self.malignant_flag,
+                "classes": list(MALIGNANT),
+            },
+            "abstain": self.abstain,
+            "abstain_reasons": self.abstain_reasons,
+            "energy": self.energy,
+            "out_of_distribution": self.out_of_distribution,
+            "ood_score": self.ood_score,
         }
 
 
 EXPLANATION_SIDE = 1024  # longest side of the image an Explanation keeps (caches hold Explanations)
-OOD_REASON = ("this does not look like a dermoscopic image of a single skin lesion: its colours and textures are "
-              "unlike every image the model was trained on, so any diagnosis would be a guess")
+OOD_REASON = (
+    "this does not look like a dermoscopic image of a single skin lesion: its colours and textures are "
+    "unlike every image the model was trained on, so any diagnosis would be a guess"
+)
 
 
-def make_prediction(model_id: str, classes: list[str], probabilities: np.ndarray, threshold: float | None,
-                    reasons: list[str], energy_score: float | None = None, ood_score: float | None = None,
-                    out_of_distribution: bool = False) -> Prediction:
+def make_prediction(
+    model_id: str,
+    classes: list[str],
+    probabilities: np.ndarray,
+    threshold: float | None,
+    reasons: list[str],
+    energy_score: float | None = None,
+    ood_score: float | None = None,
+    out_of_distribution: bool = False,
+) -> Prediction:
     """A Prediction from calibrated probabilities in ``classes`` order."""
     probs = {c: float(p) for c, p in zip(classes, probabilities)}
     malignant = sum(probs[c] for c in MALIGNANT if c in probs)
-    return Prediction(model_id, probs, float(malignant), threshold, reasons, energy_score, out_of_distribution,
-                      ood_score)
+    return Prediction(
+        model_id, probs, float(malignant), threshold, reasons, energy_score, out_of_distribution, ood_score
+    )
 
 
 @dataclass(frozen=True)
@@ -104,8 +124,9 @@ class Explanation:
 
         height = round(width * self.cam.shape[0] / self.cam.shape[1])
         base = resize_cover(self.image, (height, width)).astype(np.float32)
-        cam = np.clip(np.asarray(Image.fromarray(self.cam.astype(np.float32), "F").resize((width, height),
-                                                                                          Image.BILINEAR)), 0, 1)
+        cam = np.clip(
+            np.asarray(Image.fromarray(self.cam.astype(np.float32), "F").resize((width, height), Image.BILINEAR)), 0, 1
+        )
         heat = matplotlib.colormaps[colormap](cam)[..., :3] * 255
         alpha = (opacity * cam)[..., None]
         return Image.fromarray(np.uint8(np.clip((1 - alpha) * base + alpha * heat, 0, 255)))
@@ -119,13 +140,18 @@ def model_id(folder: Path) -> str:
 class Predictor:
     """A loaded bundle: validate, preprocess, predict with calibration and abstention, explain."""
 
-    def __init__(self, bundle: str | Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
-                 prefer_onnx: bool = True) -> None:
+    def __init__(
+        self, bundle: str | Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, prefer_onnx: bool = True
+    ) -> None:
         self.folder = Path(bundle)
         self.config = read_config(self.folder)
         self.gate: FeatureGate | None = load_gate(self.folder)
         self.backend: OnnxBackend | TorchBackend = load_backend(self.folder, prefer_onnx=prefer_onnx)
-        if self.gate is not None and isinstance(self.backend, OnnxBackend) and len(self.backend.session.get_outputs()) < 2:
+        if (
+            self.gate is not None
+            and isinstance(self.backend, OnnxBackend)
+            and len(self.backend.session.get_outputs()) < 2
+        ):
             # a graph exported before the gate existed has no features output: serve on PyTorch (re-export it)
             self.backend = load_backend(self.folder, prefer_onnx=False)
         self.model_id = model_id(self.folder)
@@ -175,8 +201,16 @@ class Predictor:
             outside = ood_score > self.gate.threshold
             if outside:
                 reasons.insert(0, OOD_REASON)
-        return make_prediction(self.model_id, self.classes, probs, self.threshold, reasons,
-                               float(energy(adjusted, self.temperature)), ood_score, outside)
+        return make_prediction(
+            self.model_id,
+            self.classes,
+            probs,
+            self.threshold,
+            reasons,
+            float(energy(adjusted, self.temperature)),
+            ood_score,
+            outside,
+        )
 
     def predict(self, data: bytes | Image.Image) -> Prediction:
         """The served prediction for one image (bytes are validated first)."""
@@ -184,8 +218,9 @@ class Predictor:
         logits, features = self.outputs(array[None])
         return self.interpret(logits[0], None if features is None else features[0])
 
-    def explain(self, data: bytes | Image.Image, method: str = "gradcam",
-                target_class: str | None = None) -> Explanation:
+    def explain(
+        self, data: bytes | Image.Image, method: str = "gradcam", target_class: str | None = None
+    ) -> Explanation:
         """Prediction and CAM from one forward pass; the CAM is for ``target_class`` (default: the top class)."""
         from dermxai.inference.cams import explain
 

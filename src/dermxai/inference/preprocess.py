@@ -16,8 +16,9 @@ def to_array(images: np.ndarray, config: dict) -> np.ndarray:
         images = images[None]
     expected = (config["height"], config["width"], 3)
     if images.dtype != np.uint8 or images.shape[1:] != expected:
-        raise ValueError(f"expected uint8 images of shape (N, {expected[0]}, {expected[1]}, 3), "
-                         f"got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"expected uint8 images of shape (N, {expected[0]}, {expected[1]}, 3), got {images.dtype} {images.shape}"
+        )
     batch = images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
     mean = np.asarray(config["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(config["std"], dtype=np.float32).reshape(1, 3, 1, 1)

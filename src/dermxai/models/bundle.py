@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -89,6 +88,7 @@ def load_bundle(folder: str | Path) -> tuple[nn.Module, dict]:
         model.load_state_dict(load_file(folder / "model.safetensors"))
     except (SafetensorError, RuntimeError, OSError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        raise BundleError(f"{folder}/model.safetensors does not fit {config['arch']} with "
-                          f"{len(config['classes'])} classes: {first}") from None
+        raise BundleError(
+            f"{folder}/model.safetensors does not fit {config['arch']} with {len(config['classes'])} classes: {first}"
+        ) from None
     return model.eval(), config

@@ -28,7 +28,8 @@ class WithFeatures(nn.Module):
         self.model = model
         self._activation: dict[str, torch.Tensor] = {}  # one slot: holds only the latest forward pass
         model.get_submodule(gate_layer).register_forward_hook(
-            lambda module, inputs, output: self._activation.__setitem__("gate", output))
+            lambda module, inputs, output: self._activation.__setitem__("gate", output)
+        )
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(images)

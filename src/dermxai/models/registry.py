@@ -38,11 +38,20 @@ REGISTRY: dict[str, Architecture] = {
     a.name: a
     for a in (
         Architecture("resnet18", "torchvision", "resnet18", "fc", "layer4", "layer3"),
-        Architecture("densenet121", "torchvision", "densenet121", "classifier", "features.norm5",
-                     "features.denseblock3"),
+        Architecture(
+            "densenet121", "torchvision", "densenet121", "classifier", "features.norm5", "features.denseblock3"
+        ),
         Architecture("efficientnet_b0", "torchvision", "efficientnet_b0", "classifier.1", "features.8", "features.6"),
-        Architecture("efficientnet_lite0", "timm", "tf_efficientnet_lite0", "classifier", "bn2", "blocks.5",
-                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        Architecture(
+            "efficientnet_lite0",
+            "timm",
+            "tf_efficientnet_lite0",
+            "classifier",
+            "bn2",
+            "blocks.5",
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+        ),
     )
 }
 
@@ -59,8 +68,16 @@ def architecture(name: str) -> Architecture:
     config = model.pretrained_cfg
     stages = getattr(model, "feature_info", None) or []
     gate = stages[-2]["module"] if len(stages) >= 2 and isinstance(stages[-2], dict) else None
-    return Architecture(name, "timm", name, config.get("classifier", "head"), _last_feature_layer(model), gate,
-                        tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD)))
+    return Architecture(
+        name,
+        "timm",
+        name,
+        config.get("classifier", "head"),
+        _last_feature_layer(model),
+        gate,
+        tuple(config.get("mean", IMAGENET_MEAN)),
+        tuple(config.get("std", IMAGENET_STD)),
+    )
 
 
 def create_model(name: str, weights: str = "none", num_classes: int = 7) -> tuple[nn.Module, Architecture]:
@@ -87,7 +104,9 @@ def create_model(name: str, weights: str = "none", num_classes: int = 7) -> tupl
         missing, unexpected = model.load_state_dict(state, strict=False)
         head = f"{arch.classifier}."
         if unexpected or any(not k.startswith(head) for k in missing):
-            raise ValueError(f"{weights}: weights do not fit {name} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise ValueError(
+                f"{weights}: weights do not fit {name} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     return model, arch
 
 
@@ -143,8 +162,11 @@ def _last_feature_layer(model: nn.Module) -> str:
     """
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))
     fired: list[tuple[str, tuple]] = []
-    handles = [module.register_forward_hook(lambda m, i, o, name=name: fired.append((name, getattr(o, "shape", ()))))
-               for name, module in model.named_modules() if name and not isinstance(module, nn.Identity)]
+    handles = [
+        module.register_forward_hook(lambda m, i, o, name=name: fired.append((name, getattr(o, "shape", ()))))
+        for name, module in model.named_modules()
+        if name and not isinstance(module, nn.Identity)
+    ]
     try:
         with torch.no_grad():
             features = model.eval().forward_features(torch.zeros(1, *size))
@@ -152,8 +174,10 @@ def _last_feature_layer(model: nn.Module) -> str:
         for handle in handles:
             handle.remove()
     if features.ndim != 4:
-        raise ValueError(f"{type(model).__name__}: features of shape {tuple(features.shape)} are not a 2-D map; "
-                         "CAMs need a convolutional network")
+        raise ValueError(
+            f"{type(model).__name__}: features of shape {tuple(features.shape)} are not a 2-D map; "
+            "CAMs need a convolutional network"
+        )
     names = [name for name, shape in fired if tuple(shape) == tuple(features.shape)]
     if not names:
         raise ValueError(f"{type(model).__name__}: no layer yields the final feature map to take a CAM from")

@@ -27,10 +27,13 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
     scale = uniform(*config.scale)
     flip = torch.where(torch.rand(n, generator=generator, device=device) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack([
-        torch.stack([cos * flip, -sin, uniform(-1, 1) * config.max_translate], 1),
-        torch.stack([sin * flip, cos, uniform(-1, 1) * config.max_translate], 1),
-    ], 1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, uniform(-1, 1) * config.max_translate], 1),
+            torch.stack([sin * flip, cos, uniform(-1, 1) * config.max_translate], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 

@@ -51,17 +51,26 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.height >= 16 and self.width >= 16, f"--height/--width must be at least 16 pixels, not {self.height}x{self.width}"),
+            (
+                self.height >= 16 and self.width >= 16,
+                f"--height/--width must be at least 16 pixels, not {self.height}x{self.width}",
+            ),
             (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.batch_size >= 2, f"--batch-size must be at least 2, not {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, not {self.lr}"),
             (self.backbone_lr_scale >= 0, f"--backbone-lr-scale must be >= 0, not {self.backbone_lr_scale}"),
-            (0 <= self.freeze_epochs <= self.epochs, f"--freeze-epochs must be between 0 and --epochs, not {self.freeze_epochs}"),
+            (
+                0 <= self.freeze_epochs <= self.epochs,
+                f"--freeze-epochs must be between 0 and --epochs, not {self.freeze_epochs}",
+            ),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), not {self.label_smoothing}"),
             (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), not {self.ema_decay}"),
             (self.class_weight_power >= 0, f"--class-weight-power must be >= 0, not {self.class_weight_power}"),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"),
+            (
+                self.precision in PRECISIONS,
+                f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
+            ),
             (self.patience >= 1, f"--patience must be at least 1, not {self.patience}"),
             (self.limit_train_batches > 0, f"--limit-train-batches must be positive, not {self.limit_train_batches}"),
         ]
@@ -73,13 +82,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         values = dict(values)
         if isinstance(values.get("augment"), dict):
-            values["augment"] = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                 for k, v in values["augment"].items()})
+            values["augment"] = AugmentConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in values["augment"].items()}
+            )
         return cls(**values)

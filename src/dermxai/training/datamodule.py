@@ -57,8 +57,16 @@ class EpochSampler(Sampler[int]):
 class CachedDataModule(L.LightningDataModule):
     """Train/val/test loaders from a dataset table, a split and a cache folder."""
 
-    def __init__(self, table: pd.DataFrame, split: pd.DataFrame, cache_dir: Path, size: tuple[int, int],
-                 batch_size: int, seed: int, balanced: bool) -> None:
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        split: pd.DataFrame,
+        cache_dir: Path,
+        size: tuple[int, int],
+        batch_size: int,
+        seed: int,
+        balanced: bool,
+    ) -> None:
         super().__init__()
         self.table, self.split, self.cache_dir, self.size = table, split, cache_dir, size
         self.batch_size, self.seed, self.balanced = batch_size, seed, balanced
@@ -81,8 +89,13 @@ class CachedDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self.subset("train")
         trainer = self.trainer
-        sampler = EpochSampler(data.labels, self.seed, self.balanced,
-                               trainer.global_rank if trainer else 0, trainer.world_size if trainer else 1)
+        sampler = EpochSampler(
+            data.labels,
+            self.seed,
+            self.balanced,
+            trainer.global_rank if trainer else 0,
+            trainer.world_size if trainer else 1,
+        )
         return DataLoader(data, batch_size=self.batch_size, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -16,8 +16,7 @@ class FocalLoss(nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits, target, weight=self.weight, reduction="none",
-                             label_smoothing=self.label_smoothing)
+        ce = F.cross_entropy(logits, target, weight=self.weight, reduction="none", label_smoothing=self.label_smoothing)
         p_true = logits.softmax(1).gather(1, target[:, None]).squeeze(1)
         return ((1 - p_true) ** self.gamma * ce).mean()
 
@@ -25,12 +24,13 @@ class FocalLoss(nn.Module):
 def class_weights(counts: torch.Tensor, power: float = 1.0) -> torch.Tensor:
     """Inverse-frequency weights ``(total / count) ** power`` normalised to mean 1 (absent classes get 0)."""
     inverse = counts.sum() / counts.clamp(min=1)
-    weights = torch.where(counts > 0, inverse ** power, torch.zeros_like(counts, dtype=torch.float))
+    weights = torch.where(counts > 0, inverse**power, torch.zeros_like(counts, dtype=torch.float))
     return weights / weights[counts > 0].mean()
 
 
-def build_loss(kind: str, counts: torch.Tensor, weighted: bool, label_smoothing: float,
-               weight_power: float = 1.0) -> nn.Module:
+def build_loss(
+    kind: str, counts: torch.Tensor, weighted: bool, label_smoothing: float, weight_power: float = 1.0
+) -> nn.Module:
     """``kind`` is ``ce`` or ``focal``; ``weighted`` applies inverse-frequency class weights to ``weight_power``."""
     weight = class_weights(counts.float(), weight_power) if weighted else None
     if kind == "ce":

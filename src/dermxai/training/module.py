@@ -6,8 +6,8 @@ import math
 
 import lightning as L
 import torch
-from torch import nn
 from timm.utils import ModelEmaV3
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from dermxai.data.labels import CLASSES
@@ -37,7 +37,7 @@ class Classifier(L.LightningModule):
         self.train_bacc = MulticlassAccuracy(len(CLASSES), average="macro")
         self.val_bacc = MulticlassAccuracy(len(CLASSES), average="macro")
         self.val_acc = MulticlassAccuracy(len(CLASSES), average="micro")
-        self.head_prefix = arch.classifier.rpartition('.')[0] or arch.classifier
+        self.head_prefix = arch.classifier.rpartition(".")[0] or arch.classifier
 
     @property
     def final_model(self) -> nn.Module:
@@ -55,7 +55,8 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         generator = torch.Generator(device=images.device).manual_seed(
-            self.config.seed * 1_000_003 + self.global_step * 97 + self.global_rank)
+            self.config.seed * 1_000_003 + self.global_step * 97 + self.global_rank
+        )
         x = self.normalise(images)
         if self.config.augment.enabled:
             x = augment_batch(x, self.config.augment, generator)
@@ -91,8 +92,10 @@ class Classifier(L.LightningModule):
         head = [p for n, p in self.model.named_parameters() if n.startswith(self.head_prefix)]
         backbone = [p for n, p in self.model.named_parameters() if not n.startswith(self.head_prefix)]
         optimizer = torch.optim.AdamW(
-            [{"params": backbone, "lr": self.config.lr * self.config.backbone_lr_scale},
-             {"params": head, "lr": self.config.lr}],
+            [
+                {"params": backbone, "lr": self.config.lr * self.config.backbone_lr_scale},
+                {"params": head, "lr": self.config.lr},
+            ],
             weight_decay=self.config.weight_decay,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from dermxai.training.config import PRECISIONS
+
 CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
@@ -20,8 +21,11 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    return any(bool(CPU_BF16_FLAGS & set(line.split(":", 1)[1].split()))
-               for line in text.splitlines() if line.startswith("flags"))
+    return any(
+        bool(CPU_BF16_FLAGS & set(line.split(":", 1)[1].split()))
+        for line in text.splitlines()
+        if line.startswith("flags")
+    )
 
 
 def resolve_precision(requested: str, gpu: bool, cpu_bf16: bool | None = None) -> str:

@@ -13,10 +13,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from dermxai.machine import describe_machine
 from dermxai.data import load_dataset
 from dermxai.data.labels import CLASSES
 from dermxai.data.splits import read_split
+from dermxai.machine import describe_machine
 from dermxai.models.bundle import save_bundle
 from dermxai.models.registry import create_model
 from dermxai.training.config import TrainConfig
@@ -73,9 +73,21 @@ def default_cache_dir(data: Path, height: int, width: int) -> Path:
     return root / f"{key}_{height}x{width}"
 
 
-def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, images: Path | None = None,
-          cache_dir: Path | None = None, resume: bool = False, accelerator: str = "auto",
-          devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto", progress: bool = True) -> Path | None:
+def train(
+    data: Path,
+    split_path: Path,
+    out: Path,
+    config: TrainConfig,
+    *,
+    images: Path | None = None,
+    cache_dir: Path | None = None,
+    resume: bool = False,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    progress: bool = True,
+) -> Path | None:
     """Fine-tune ``config.arch``; returns the bundle folder (on the main process; None elsewhere)."""
     out = Path(out)
     last = out / "checkpoints" / "last.ckpt"
@@ -88,28 +100,47 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
     L.seed_everything(config.seed, workers=True, verbose=False)
     gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     size = (config.height, config.width)
-    datamodule = CachedDataModule(table, split, cache_dir or default_cache_dir(Path(data), *size), size,
-                                  config.batch_size, config.seed, config.balanced_sampler)
+    datamodule = CachedDataModule(
+        table,
+        split,
+        cache_dir or default_cache_dir(Path(data), *size),
+        size,
+        config.batch_size,
+        config.seed,
+        config.balanced_sampler,
+    )
     datamodule.setup()
     precision = resolve_precision(config.precision, gpu)
     model, arch = create_model(config.arch, config.weights, len(CLASSES))
-    loss = build_loss(config.loss, datamodule.train_counts(), config.class_weighted, config.label_smoothing,
-                      config.class_weight_power)
+    loss = build_loss(
+        config.loss, datamodule.train_counts(), config.class_weighted, config.label_smoothing, config.class_weight_power
+    )
     module = Classifier(model, arch, config, loss)
     # Two callbacks: Lightning writes a monitored `last` only when the best improves; resume needs every epoch.
-    checkpoint = AtomicCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="max",
-                                  enable_version_counter=False)
+    checkpoint = AtomicCheckpoint(
+        dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="max", enable_version_counter=False
+    )
     every_epoch = AtomicCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False)
     callbacks = [checkpoint, every_epoch, EarlyStopping(MONITOR, mode="max", patience=config.patience), EpochTimer()]
     if progress:
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
-        max_epochs=config.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-        strategy=strategy, precision=precision,
-        callbacks=callbacks, logger=[CSVLogger(out, name="logs", version=_csv_version(out, resume)),
-                TensorBoardLogger(out, name="tb", version="")],
-        use_distributed_sampler=False, limit_train_batches=config.limit_train_batches, log_every_n_steps=10,
-        enable_progress_bar=progress, enable_model_summary=False,
+        max_epochs=config.epochs,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        callbacks=callbacks,
+        logger=[
+            CSVLogger(out, name="logs", version=_csv_version(out, resume)),
+            TensorBoardLogger(out, name="tb", version=""),
+        ],
+        use_distributed_sampler=False,
+        limit_train_batches=config.limit_train_batches,
+        log_every_n_steps=10,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     if not trainer.is_global_zero:
@@ -118,16 +149,26 @@ def train(data: Path, split_path: Path, out: Path, config: TrainConfig, *, image
     best_checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     module.load_state_dict(best_checkpoint["state_dict"])
     bundle_config = {
-        "arch": config.arch, "classes": list(CLASSES), "height": config.height, "width": config.width,
-        "mean": list(arch.mean), "std": list(arch.std), "cam_layer": arch.cam_layer, "temperature": 1.0,
-        "thresholds": {}, "weights": config.weights, "seed": config.seed,
-        "epochs_trained": trainer.current_epoch, "best_epoch": int(best_checkpoint["epoch"]),
+        "arch": config.arch,
+        "classes": list(CLASSES),
+        "height": config.height,
+        "width": config.width,
+        "mean": list(arch.mean),
+        "std": list(arch.std),
+        "cam_layer": arch.cam_layer,
+        "temperature": 1.0,
+        "thresholds": {},
+        "weights": config.weights,
+        "seed": config.seed,
+        "epochs_trained": trainer.current_epoch,
+        "best_epoch": int(best_checkpoint["epoch"]),
         "val_bacc": round(float(checkpoint.best_model_score or float("nan")), 4),
-        "train_time_s": round(float(run_metrics(out)["time/epoch_s"].sum()), 1), "recipe": config.to_dict(),
+        "train_time_s": round(float(run_metrics(out)["time/epoch_s"].sum()), 1),
+        "recipe": config.to_dict(),
         "precision": precision,
         "dataset_fingerprint": datamodule.cache.fingerprint,
         "split_fingerprint": hashlib.sha256(Path(split_path).read_bytes()).hexdigest()[:16],
-        "hardware": describe_machine(), "versions": {"torch": torch.__version__, "lightning": L.__version__},
+        "hardware": describe_machine(),
+        "versions": {"torch": torch.__version__, "lightning": L.__version__},
     }
     return save_bundle(out / "bundle", module.final_model, bundle_config)
-
