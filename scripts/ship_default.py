@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 
 def ship(bundle: Path, out: Path) -> None:
-    """Write ``out`` as a float16 copy of ``bundle`` (config and card copied; ONNX export not carried over)."""
+    """Write ``out`` as a float16 copy of ``bundle`` (config, card and gate copied; ONNX export not carried over)."""
     state = load_file(bundle / "model.safetensors")
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     if out.exists():
@@ -27,6 +27,8 @@ def ship(bundle: Path, out: Path) -> None:
     config["storage"] = "float16 weights (cast after training by scripts/ship_default.py)"
     (out / "config.json").write_text(json.dumps(config, indent=2))
     shutil.copy(bundle / "MODEL_CARD.md", out / "MODEL_CARD.md")
+    if (bundle / "ood_gate.npz").is_file():  # the gate reads features, which float16 weights barely change
+        shutil.copy(bundle / "ood_gate.npz", out / "ood_gate.npz")
 
 
 if __name__ == "__main__":

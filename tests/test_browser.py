@@ -84,7 +84,7 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app_url)
-    page.get_by_text("Not a medical device.").wait_for()
+    page.get_by_text("Not a medical device.", exact=True).wait_for()
     page.locator('input[type="file"]').set_input_files(str(EXAMPLE))
 
     heading = page.get_by_role("heading", name="Most similar to")
@@ -96,7 +96,9 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     assert chart.bounding_box()["height"] > 100
     heatmap = page.locator('[data-testid="stImage"]').filter(has_text="gradcam heatmap")
     heatmap.wait_for()
-    assert heatmap.locator("img").evaluate("img => img.complete && img.naturalWidth") >= 100
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=stImage] img')].some(i => i.complete && i.naturalWidth >= 100)"
+    )
     page.wait_for_timeout(1500)  # let the chart finish drawing for the screenshot
     page.screenshot(path=str(SHOTS / "app.png"), full_page=True)
 
@@ -113,4 +115,49 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     page.get_by_text("Example images").click()
     page.get_by_role("button", name="bcc example").click()
     page.get_by_role("heading", name="Most similar to").wait_for()
+    page.close()
+
+
+def document_png(path: Path) -> Path:
+    """A rendered document page: plainly not a dermoscopic image."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (800, 600), "white")
+    draw = ImageDraw.Draw(image)
+    for line in range(12):
+        draw.text((40, 30 + 45 * line), "Invoice 2026-118: total due 1,240.00 EUR", fill="black", font_size=28)
+    image.save(path)
+    return path
+
+
+def test_a_non_dermoscopic_upload_gets_no_class_chart_or_advice(browser, app_url, tmp_path):
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_text("Not a medical device.", exact=True).wait_for()
+    page.locator('input[type="file"]').set_input_files(str(document_png(tmp_path / "invoice.png")))
+    page.get_by_text("does not look like a dermoscopic image of a single skin lesion").wait_for()
+    page.wait_for_timeout(1500)
+    assert page.get_by_role("heading", name="Most similar to").count() == 0
+    assert page.get_by_text("Malignant score").count() == 0 and page.get_by_text("What to do.").count() == 0
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() == 0
+    page.screenshot(path=str(SHOTS / "withheld.png"), full_page=True)
+    page.close()
+
+
+def test_on_a_phone_an_example_shows_its_true_label_and_the_result_is_in_view(browser, app_url):
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_text("Not a medical device.", exact=True).wait_for()
+    page.get_by_text("Example images").first.click()
+    page.get_by_role("button", name="mel example").click()
+    heading = page.get_by_role("heading", name="Most similar to")
+    heading.wait_for()
+    truth = page.locator("p", has_text="True diagnosis of this example")
+    truth.wait_for()
+    assert "Melanoma" in truth.inner_text() and "the model got it" in truth.inner_text()
+    box = heading.bounding_box()  # relative to the viewport, at the scroll position of the tap
+    assert box is not None and 0 <= box["y"] < 844, box
+    page.screenshot(path=str(SHOTS / "phone.png"))
     page.close()

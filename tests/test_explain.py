@@ -164,8 +164,8 @@ def png(path) -> tuple[int, int]:
 
 
 def test_explain_prints_the_calibrated_probability_and_writes_a_png(tmp_path, bundles, lesion, monkeypatch):
-    from dermxai.explain import cams
     from dermxai.explain.io import read_image
+    from dermxai.inference import cams
     from dermxai.inference.preprocess import to_batch
     from dermxai.models.bundle import load_bundle
 

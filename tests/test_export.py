@@ -98,8 +98,13 @@ def test_a_stale_onnx_file_is_ignored(exported, tmp_path):
 
 def test_a_graph_that_disagrees_fails_the_export_and_writes_nothing(tmp_path, monkeypatch):
     bundle = tiny_bundle(tmp_path / "bundle")
-    honest = OnnxBackend.logits
-    monkeypatch.setattr(OnnxBackend, "logits", lambda self, batch: honest(self, batch) + np.eye(7, dtype=np.float32)[0])
+    honest = OnnxBackend.outputs
+
+    def shifted(self, batch):
+        logits, features = honest(self, batch)
+        return logits + np.eye(7, dtype=np.float32)[0], features
+
+    monkeypatch.setattr(OnnxBackend, "outputs", shifted)
     with pytest.raises(ParityError, match="disagree"):
         export_onnx(bundle)
     assert sorted(p.name for p in bundle.iterdir()) == ["MODEL_CARD.md", "config.json", "model.safetensors"]

@@ -8,8 +8,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from dermxai.models.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,10 +18,18 @@ def test_pack_unpack_round_trip_keeps_every_byte(tmp_path, fixture_dir):
     from dermxai.data import load_dataset
 
     packed = tmp_path / "packed" / "fixture"
-    subprocess.run([sys.executable, "scripts/pack_images.py", "pack", "--data", str(fixture_dir), "--out", str(packed)],
-                   cwd=ROOT, check=True, capture_output=True)
-    subprocess.run([sys.executable, "scripts/pack_images.py", "unpack", str(packed), "--out", str(tmp_path / "data")],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "scripts/pack_images.py", "pack", "--data", str(fixture_dir), "--out", str(packed)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [sys.executable, "scripts/pack_images.py", "unpack", str(packed), "--out", str(tmp_path / "data")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     original, rebuilt = load_dataset(fixture_dir), load_dataset(tmp_path / "data")
     assert sorted(original["image_id"]) == sorted(rebuilt["image_id"])
     by_id = dict(zip(rebuilt["image_id"], rebuilt["path"]))
@@ -34,11 +40,24 @@ def test_pack_unpack_round_trip_keeps_every_byte(tmp_path, fixture_dir):
 
 def test_gpu_command_runs_on_cpu_with_a_tiny_config_and_returns_small_parts(tmp_path, fixture_dir):
     packed = tmp_path / "packed" / "fixture"
-    subprocess.run([sys.executable, "scripts/pack_images.py", "pack", "--data", str(fixture_dir), "--out", str(packed)],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "scripts/pack_images.py", "pack", "--data", str(fixture_dir), "--out", str(packed)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     out, work = tmp_path / "out", tmp_path / "work"
-    env = {**os.environ, "TINY": "1", "OUT": str(out), "WORK": str(work), "PACKED": str(packed), "PYTHON": sys.executable}
-    done = subprocess.run(["bash", "scripts/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    env = {
+        **os.environ,
+        "TINY": "1",
+        "OUT": str(out),
+        "WORK": str(work),
+        "PACKED": str(packed),
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", "scripts/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800
+    )
     log = (out / "gpu_run.log").read_text() if (out / "gpu_run.log").is_file() else done.stdout + done.stderr
     parts = sorted(out.glob("gpu_bundles.tar.part-*"))
     assert parts, log[-3000:]

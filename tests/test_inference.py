@@ -182,7 +182,7 @@ def test_load_resized_and_resize_cover_share_the_training_preprocessing():
 
 
 def test_probabilities_are_softmax_of_logits_over_temperature(bundle_copy):
-    edit_config(bundle_copy, temperature=2.5, thresholds={})
+    edit_config(bundle_copy, temperature=2.5, thresholds={}, logit_bias=None)  # no decision rule: plain argmax
     predictor = Predictor(bundle_copy)
     data = next(EXAMPLES.glob("bcc_*.jpg")).read_bytes()
     logits = predictor.logits(resize_cover(read_image(data), predictor.size)[None])[0]
@@ -218,7 +218,7 @@ def test_fit_abstention_accepts_the_target_share_of_validation():
 def test_abstains_on_low_confidence_or_unfamiliar_logits(bundle_copy):
     rng = np.random.default_rng(1)
     val_logits = rng.normal(0, 0.5, (500, 7)) + 6 * np.eye(7)[rng.integers(0, 7, 500)]
-    edit_config(bundle_copy, abstain=fit_abstention(val_logits, 1.0))
+    edit_config(bundle_copy, abstain=fit_abstention(val_logits, 1.0), logit_bias=None)
     predictor = Predictor(bundle_copy)
     confident = predictor.interpret(np.array([0, 0, 0, 0, 8.0, 0, 0]))
     assert not confident.abstain and confident.top_class == "mel"
@@ -238,7 +238,7 @@ def test_default_bundle_is_calibrated_and_uses_its_fitted_abstention(predictor):
     assert not example.abstain and example.top_class == "nv"
 
 
-def test_explain_returns_a_cam_from_the_same_forward_pass(predictor):
+def test_explain_returns_the_served_prediction_and_a_cam_of_its_label(predictor):
     data = next(EXAMPLES.glob("mel_*.jpg")).read_bytes()
     explanation = predictor.explain(data, "gradcam")
     assert explanation.cam.shape == predictor.size and 0 <= explanation.cam.min() <= explanation.cam.max() <= 1
@@ -297,3 +297,17 @@ def test_advice_follows_the_threshold_and_never_invents_one():
     assert "does not rule out" in advice.malignant_advice(0.20, 0.25)
     assert {c for c, item in advice.CLASSES.items() if item.advice == advice.SEE_SOON} == {"akiec", "bcc", "mel"}
     assert all("diagnos" not in item.advice.lower() for item in advice.CLASSES.values())
+
+
+def test_default_model_has_a_gate_that_withholds_a_document_and_passes_the_examples(predictor):
+    from PIL import ImageDraw
+
+    assert predictor.gate is not None and predictor.backend.name == "onnxruntime"
+    page = Image.new("RGB", (800, 600), "white")
+    draw = ImageDraw.Draw(page)
+    for line in range(12):
+        draw.text((40, 30 + 45 * line), "Invoice 2026-118: total due 1,240.00 EUR", fill="black", font_size=28)
+    withheld = predictor.predict(encode(page, "PNG"))
+    assert withheld.out_of_distribution and withheld.abstain
+    for example in sorted(EXAMPLES.glob("*.jpg")):
+        assert not predictor.predict(example.read_bytes()).out_of_distribution, example.name

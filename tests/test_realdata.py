@@ -57,3 +57,36 @@ def test_random_image_split_leaks_about_a_third_of_test_images(ham):
     report = audit_split(table, image_split(table, seed=0), hashes, 0, read_reviewed_pairs())
     assert not report["leak_free"]
     assert 0.28 <= report["test_share_with_train_sibling"] <= 0.40
+
+
+def test_committed_split_is_the_one_the_split_command_makes(ham, tmp_path, real_data):
+    """Every committed figure rests on splits/ham10000_seed0.csv: `dermxai data split` rebuilds it exactly."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from dermxai.cli import app
+
+    out = tmp_path / "split.csv"
+    result = CliRunner().invoke(app, ["data", "split", "--data", str(real_data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    committed = Path(__file__).resolve().parents[1] / "splits" / "ham10000_seed0.csv"
+    assert out.read_bytes() == committed.read_bytes()
+
+
+def test_default_model_metrics_are_reproduced_by_evaluate(real_data, tmp_path):
+    """Re-running `dermxai evaluate` on the committed split gives the shipped metrics.json."""
+    import json
+    from pathlib import Path
+
+    from dermxai.evaluation.evaluate import evaluate, from_split
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = json.loads((root / "models" / "default" / "metrics.json").read_text())
+    split = root / "splits" / "ham10000_seed0.csv"
+    again = evaluate(
+        root / "models" / "default", from_split(real_data, split, "test"), tmp_path, n_bootstrap=10, report=False
+    )
+    for key in ("accuracy", "balanced_accuracy", "balanced_accuracy_argmax", "macro_auc", "ece"):
+        assert again[key] == pytest.approx(shipped[key], abs=1e-6), key
+    assert again["confusion_matrix"] == shipped["confusion_matrix"]

@@ -234,8 +234,10 @@ def test_api_errors_have_one_shape_and_docs_work_offline(bundle):
         body = response.json()
         assert set(body) == {"detail", "reason"} and isinstance(body["detail"], str) and body["reason"]
     docs = client.get("/docs")
-    assert docs.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
-    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert docs.status_code == 200 and "/static/docs/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
+    bundle_js = client.get("/static/docs/swagger-ui-bundle.js")
+    assert bundle_js.status_code == 200 and '"5.' in bundle_js.text  # Swagger UI 5 renders OpenAPI 3.1
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
     assert "scorecam" not in client.get("/models").json()[0]["cam_methods"]
 
 
@@ -255,3 +257,32 @@ def test_advice_never_calls_a_flagged_spot_harmless():
     assert "harmless" in advice.next_step("nv", False)
     text = advice.threshold_meaning(0.16, 0.9, 0.92, 0.8)
     assert "92%" in text and "20%" in text and "1 in 5" in text
+
+
+@pytest.mark.parametrize("source", [(600, 103), (13, 7), (828, 1792), (767, 1022), (200, 150), (600, 450)])
+@pytest.mark.parametrize("target", [(150, 200), (64, 85), (224, 224)])
+def test_resize_cover_never_fails_on_awkward_sizes(source, target):
+    from dermxai.data.cache import resize_cover
+
+    assert resize_cover(Image.new("RGB", source, (10, 20, 30)), target).shape == (*target, 3)
+
+
+def test_the_heatmap_explains_the_served_label(bundle, tmp_path):
+    folder = Path(shutil.copytree(bundle, tmp_path / "biased"))
+    config = json.loads((folder / "config.json").read_text())
+    bias = [0.0] * 7
+    bias[CLASSES.index("df")] = 50.0  # a decision rule that always serves df
+    (folder / "config.json").write_text(json.dumps({**config, "logit_bias": bias}))
+    (folder / "model.onnx").unlink(missing_ok=True)
+    explanation = Predictor(folder).explain(EXAMPLE.read_bytes())
+    assert explanation.prediction.top_class == "df" == explanation.target_class
+
+
+def test_the_feature_hook_keeps_nothing_from_other_forward_passes():
+    model, _ = create_model("resnet18", "none")
+    wrapped = WithFeatures(model.eval(), "layer3")
+    with torch.no_grad():
+        model(torch.randn(1, 3, 48, 64))  # e.g. a CAM pass on the shared model
+        assert wrapped._activation == {}
+        wrapped(torch.randn(1, 3, 48, 64))
+        assert wrapped._activation == {}

@@ -19,8 +19,8 @@ from dermxai.training.config import TrainConfig
 app = typer.Typer(help="Honest skin-lesion classification on HAM10000.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: split, audit, cache, duplicates, download.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)  # messages keep paths whole; tables still fit the terminal
+errors = Console(stderr=True, soft_wrap=True)
 
 DataOption = Annotated[Path, typer.Option("--data", help="Dataset folder (HAM10000 layout) or label CSV.")]
 ImagesOption = Annotated[Path | None, typer.Option("--images", help="Image folder, when --data is a CSV elsewhere.")]
@@ -272,6 +272,10 @@ def train_command(
     num_nodes: int = 1,
     strategy: Annotated[str, typer.Option(help="auto, ddp, ddp_spawn, ...")] = "auto",
     progress: bool = True,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many minutes; the bundle is still written from the best epoch."),
+    ] = None,
 ) -> None:
     """Fine-tune a backbone on the train split, select on validation balanced accuracy, write a bundle."""
     from dermxai.models.pretrained import PretrainedWeightsUnavailable
@@ -316,6 +320,7 @@ def train_command(
             num_nodes=num_nodes,
             strategy=strategy,
             progress=progress,
+            max_minutes=max_minutes,
         )
     except (DatasetError, ValueError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False)
@@ -458,9 +463,10 @@ def calibrate_command(
     )
     c = config["calibration"]
     if "tau" in c:
+        eces = c.get("val_ece_by_tau", {})
+        by_tau = ", ".join(f"{t}: {v:.3f}/{eces.get(t, float('nan')):.3f}" for t, v in c["val_bacc_by_tau"].items())
         console.print(
-            f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy by tau: "
-            f"{', '.join(f'{t}: {v:.3f}' for t, v in c['val_bacc_by_tau'].items())})"
+            f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy / ECE by tau: {by_tau})"
         )
     console.print(
         f"temperature {config['temperature']:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "

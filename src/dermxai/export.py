@@ -100,7 +100,7 @@ def export_onnx(
     )
     program.save(str(partial))
     try:
-        report = _parity(model, config, partial, images, tolerance)
+        report = _parity(graph, config, partial, images, tolerance)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -109,18 +109,27 @@ def export_onnx(
 
 
 def _parity(
-    model: torch.nn.Module, config: dict, path: Path, folder: Path | None, tolerance: float
+    graph: torch.nn.Module, config: dict, path: Path, folder: Path | None, tolerance: float
 ) -> tuple[str, int, float, float]:
+    """Served probabilities (and gate features, relative to their scale) of ONNX Runtime vs PyTorch."""
     pixels, source = check_images(folder, (config["height"], config["width"]))
     batch = to_batch(pixels, config).numpy()
     with torch.inference_mode():
-        expected = model(torch.from_numpy(batch)).numpy()
-    session = OnnxBackend(path)
-    got = (
-        np.concatenate([session.logits(batch[:1]), session.logits(batch[1:])])
-        if len(batch) > 1
-        else session.logits(batch)
+        outputs = graph(torch.from_numpy(batch))
+    expected, expected_features = (
+        (outputs[0].numpy(), outputs[1].numpy()) if isinstance(outputs, tuple) else (outputs.numpy(), None)
     )
+    session = OnnxBackend(path)
+    parts = [session.outputs(batch[:1]), session.outputs(batch[1:])] if len(batch) > 1 else [session.outputs(batch)]
+    got = np.concatenate([logits for logits, _ in parts])
+    if expected_features is not None:
+        features = np.concatenate([f for _, f in parts])
+        feature_diff = float(np.abs(features - expected_features).max() / (np.abs(expected_features).max() + 1e-12))
+        if not feature_diff <= 1e-3:
+            raise ParityError(
+                f"ONNX Runtime and PyTorch gate features disagree on {source}: relative difference "
+                f"{feature_diff:.2e} > 1e-3; nothing written"
+            )
     prob_diff = float(np.abs(served_probabilities(got, config) - served_probabilities(expected, config)).max())
     logit_diff = float(np.abs(got - expected).max())
     if not prob_diff <= tolerance:  # also catches NaN

@@ -14,6 +14,9 @@ DISCLAIMER = (
     "see a dermatologist whatever this tool shows. It was trained on dermoscopic images (taken through a "
     "dermatoscope); ordinary phone photos look different and make its output less reliable."
 )
+SHORT_DISCLAIMER = (
+    "A research and teaching tool: it cannot diagnose skin cancer. If a spot worries you, see a dermatologist."
+)
 ATTRIBUTION = (
     "Trained on HAM10000 (Tschandl P., Rosendahl C., Kittler H. The HAM10000 dataset, a large collection of "
     "multi-source dermatoscopic images of common pigmented skin lesions. Sci. Data 5, 180161 (2018)), "

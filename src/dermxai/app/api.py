@@ -7,7 +7,7 @@ Every error is JSON ``{"detail": message, "reason": code}`` with a 4xx status (v
 method errors included). A prediction the model cannot judge keeps ``abstain: true`` with its reasons in
 ``abstain_reasons``; ``out_of_distribution: true`` says the image does not look like dermoscopy of one lesion,
 and then the class fields are not an answer. Score-CAM is not served (minutes per request on a CPU; use
-``dermxai explain``). ``/docs`` serves Swagger UI from the pinned ``swagger-ui-bundle`` package: no CDN.
+``dermxai explain``). ``/docs`` serves Swagger UI 5 (reads OpenAPI 3.1) from the pinned ``fastapi-offline`` package: no CDN.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from typing import Annotated
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -102,30 +101,17 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
 def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) -> FastAPI:
     """The API serving one bundle (default: ``$DERMXAI_MODEL`` or ``models/default``), loaded now."""
     predictor = Predictor(model_dir or default_bundle(), max_bytes=max_bytes)
-    import swagger_ui_bundle
-
-    api = FastAPI(
+    api = FastAPIOffline(  # FastAPI with Swagger UI 5 and ReDoc served from the package: no CDN
         title="dermxai",
         version=__version__,
-        docs_url=None,
         redoc_url=None,
+        static_url="/static/docs",
         description="Skin-lesion classification (HAM10000 classes) with calibrated probabilities and "
         "Grad-CAM heatmaps. A research and teaching tool, not a medical device. "
         "When `abstain` is true the answer is withheld (reasons in `abstain_reasons`); "
         "`out_of_distribution` true means the image does not look like dermoscopy of one "
         'lesion. Errors: `{"detail", "reason"}` with a 4xx status.',
     )
-    api.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
-
-    @api.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=api.openapi_url,
-            title="dermxai API",
-            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png",
-        )
 
     api.state.predictor = predictor
     api.add_middleware(BodyLimit, limit=max_bytes + MULTIPART_OVERHEAD)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(soft_wrap=True)  # messages keep paths whole; tables still fit the terminal
 ModelOption = Annotated[
     Path | None, typer.Option("--model", help="Model bundle (default: $DERMXAI_MODEL or models/default).")
 ]
@@ -48,14 +48,42 @@ def read_upload(path: Path, max_bytes: int) -> bytes:
     return data
 
 
+ISIC_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+
+
+def write_isic_submission(out: Path, results: list) -> None:
+    """``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``: the served probabilities (their argmax is the served label).
+
+    The challenge scores every image, so withheld (abstained) predictions are written too; ``dermxai predict
+    --json`` says which ones were withheld.
+    """
+    import csv
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["image", *ISIC_COLUMNS])
+        for path, prediction in results:
+            writer.writerow([path.stem, *(f"{prediction.probabilities[c.lower()]:.6f}" for c in ISIC_COLUMNS)])
+
+
 def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files (format read from the content).")],
     model: ModelOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, one object per image.")] = False,
+    output_format: Annotated[
+        str, typer.Option("--format", help="table (default) or isic: an ISIC 2018 Task 3 submission CSV (with --out).")
+    ] = "table",
+    out: Annotated[Path | None, typer.Option("--out", help="File for --format isic.")] = None,
 ) -> None:
     """Classify images: served probabilities, malignant score, abstention; bad files are reported, not fatal."""
     from dermxai.inference.inputs import InvalidImage
     from dermxai.inference.predictor import Predictor
+
+    if output_format not in ("table", "isic"):
+        raise ValueError(f"--format {output_format!r}: use table or isic")
+    if output_format == "isic" and out is None:
+        raise ValueError("--format isic needs --out FILE.csv")
 
     predictor = Predictor(_bundle(model))
     results, failures = [], []
@@ -64,7 +92,10 @@ def predict_command(
             results.append((path, predictor.predict(read_upload(path, predictor.max_bytes))))
         except InvalidImage as error:
             failures.append((path, str(error)))
-    if as_json:
+    if output_format == "isic":
+        write_isic_submission(out, results)
+        console.print(f"{len(results)} image(s) written to {out} (ISIC 2018 Task 3 format)")
+    elif as_json:
         print(
             json.dumps(
                 [{"image": str(path), **p.to_dict()} for path, p in results]
@@ -94,7 +125,7 @@ def predict_command(
             console.print(table)
         console.print("Research and teaching tool, not a medical device.", style="dim")
     for path, message in failures:
-        Console(stderr=True).print(f"[bold red]error:[/] {path}: {message}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {path}: {message}", highlight=False)
     if failures:
         raise typer.Exit(1)
 

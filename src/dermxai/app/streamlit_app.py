@@ -90,15 +90,19 @@ def model_card(metrics: dict | None) -> None:
 
 
 def example_gallery() -> tuple[bytes | None, str, str | None]:
-    """Compact chips for the bundled example images: the chosen one's bytes, name and true diagnosis."""
-    images = {path.stem.split("_", 1)[0] + " example": path for path in sorted(EXAMPLES.glob("*.jpg"))}
+    """Compact buttons for the bundled example images: the chosen one's bytes, name and true diagnosis."""
+    images = sorted(EXAMPLES.glob("*.jpg"))
     if not images:
         st.info(f"No example images found in {EXAMPLES}.")
         return None, "", None
-    choice = st.pills("Example images (from the test split, true diagnosis known)", list(images), key="example")
-    if not choice:
+    st.caption("Examples from the test split (never trained on; their true diagnosis is known):")
+    for column, path in zip(st.columns(len(images)), images):
+        if column.button(f"{path.stem.split('_', 1)[0]} example", key=f"example-{path.name}", width="stretch"):
+            st.session_state["example"] = str(path)
+    chosen = st.session_state.get("example")
+    if not chosen:
         return None, "", None
-    path = images[choice]
+    path = Path(chosen)
     return path.read_bytes(), path.name, path.name.split("_", 1)[0]
 
 
@@ -210,7 +214,9 @@ def main() -> None:
     st.set_page_config(page_title="dermxai", page_icon="🔬", layout="wide", menu_items={})
     st.markdown("<style>[data-testid='stAppDeployButton']{display:none}</style>", unsafe_allow_html=True)
     st.title("dermxai: skin-lesion classifier with heatmaps")
-    st.warning(f"**Not a medical device.** {advice.DISCLAIMER}")
+    st.warning(f"**Not a medical device.** {advice.SHORT_DISCLAIMER}")
+    with st.expander("Read this first"):
+        st.markdown(advice.DISCLAIMER)
     models = installed_bundles(arguments().model)
     if not models:
         st.error("No model bundle found: put one in models/default, set DERMXAI_MODEL, or pass --model.")

@@ -62,11 +62,12 @@ def resize_cover(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """
     height, width = size
     scale = max(height / image.height, width / image.width)
-    box_w, box_h = width / scale, height / scale
-    left, top = (image.width - box_w) / 2, (image.height - box_h) / 2
+    box_w, box_h = min(image.width, width / scale), min(image.height, height / scale)
+    left, top = max(0.0, (image.width - box_w) / 2), max(0.0, (image.height - box_h) / 2)
     if scale == 1 and left == int(left) and top == int(top):
         return np.array(image.crop((int(left), int(top), int(left) + width, int(top) + height)))
-    return np.array(image.resize((width, height), Image.BILINEAR, box=(left, top, left + box_w, top + box_h)))
+    box = (left, top, min(float(image.width), left + box_w), min(float(image.height), top + box_h))
+    return np.array(image.resize((width, height), Image.BILINEAR, box=box))
 
 
 def build_cache(table: pd.DataFrame, cache_dir: str | Path, size: tuple[int, int], workers: int = 4) -> ImageCache:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dermxai.data.errors import DatasetError
 from dermxai.data.labels import CLASSES
 from dermxai.evaluation.metrics import (
     balanced_accuracy,
@@ -29,10 +30,12 @@ from dermxai.evaluation.metrics import (
 )
 from dermxai.probabilities import decision_logits, logit_adjustment, softmax, temperature
 
-TAU_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+TAU_GRID = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
 """Coarse grid of logit-adjustment strengths: one scalar, not per-class biases, which overfit ~1,500 images."""
 TAU_TOLERANCE = 0.01
 """A larger tau must beat the smallest one within this much validation balanced accuracy to be chosen."""
+ECE_BAR = 0.04
+"""Largest validation ECE (after temperature scaling) a decision rule may leave in the served probabilities."""
 
 DEFAULT_TARGET_SENSITIVITY = 0.90
 
@@ -80,25 +83,28 @@ class ValidationSet:
 
 
 def decision_step(val: ValidationSet, config: dict) -> dict:
-    """Choose the logit-adjustment strength tau on validation balanced accuracy (none without train counts).
+    """Choose the logit-adjustment strength tau on validation (none without train counts).
 
-    The smallest tau of :data:`TAU_GRID` within :data:`TAU_TOLERANCE` of the best is taken: a stronger
-    shift away from the training prior must earn its place on validation.
+    Served probabilities must stay calibrated, and logit adjustment moves them towards a balanced prior the
+    test data do not have: only a tau whose validation ECE after its own temperature is at most
+    :data:`ECE_BAR` is eligible. Of those, the smallest within :data:`TAU_TOLERANCE` of the best validation
+    balanced accuracy is taken: a stronger shift away from the training prior must earn its place.
     """
     if val.train_counts is None or (np.asarray(val.train_counts) <= 0).any():
         return {}  # no prior to adjust for (e.g. a class absent from training): plain argmax
-    scores = {
-        tau: balanced_accuracy(
-            val.labels, (val.logits + logit_adjustment(val.train_counts, tau)).argmax(1), len(val.classes)
-        )
-        for tau in TAU_GRID
-    }
-    best = max(scores.values())
-    tau = min(t for t, score in scores.items() if score >= best - TAU_TOLERANCE)
+    scores, eces = {}, {}
+    for tau in TAU_GRID:
+        logits = val.logits + logit_adjustment(val.train_counts, tau)
+        scores[tau] = balanced_accuracy(val.labels, logits.argmax(1), len(val.classes))
+        eces[tau] = expected_calibration_error(val.labels, softmax(logits, fit_temperature(logits, val.labels)))
+    eligible = [t for t in TAU_GRID if eces[t] <= ECE_BAR] or [0.0]
+    best = max(scores[t] for t in eligible)
+    tau = min(t for t in eligible if scores[t] >= best - TAU_TOLERANCE)
     record = {
         "decision_rule": "logit adjustment: argmax(logits - tau * log train prior)",
         "tau": tau,
         "val_bacc_by_tau": {str(t): round(v, 4) for t, v in scores.items()},
+        "val_ece_by_tau": {str(t): round(v, 4) for t, v in eces.items()},
         "train_counts": [int(c) for c in val.train_counts],
     }
     return {
@@ -168,11 +174,14 @@ def write_config(bundle: Path, config: dict) -> None:
     os.replace(partial, Path(bundle) / "config.json")
 
 
-def train_counts(data: Path, split: Path, classes: list[str], images: Path | None = None) -> np.ndarray:
+def train_counts(data: Path, split: Path, classes: list[str], images: Path | None = None) -> np.ndarray | None:
     """Training images per class in ``split`` (the prior the model was trained towards)."""
     from dermxai.evaluation.evaluate import from_split
 
-    dx = from_split(data, split, "train", images).table["dx"]
+    try:
+        dx = from_split(data, split, "train", images).table["dx"]
+    except DatasetError:
+        return None  # a split without training images (e.g. a val/test-only split): no prior to adjust for
     return np.array([int((dx == c).sum()) for c in classes])
 
 
@@ -195,6 +204,7 @@ def calibrate_bundle(
     if not 0 < target <= 1:
         raise ValueError(f"--target-sensitivity must be in (0, 1], not {target}")
     model, config = load_bundle(bundle)
+    model = model.to("cuda") if torch.cuda.is_available() else model  # a lent GPU scores in seconds
     val_set = from_split(data, split, "val", images)
     classes = list(config["classes"])
     pixels = load_images(val_set.table, (config["height"], config["width"]), cache_dir, val_set.full_table)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from dermxai import __version__
 from dermxai.data import load_dataset
@@ -105,6 +106,7 @@ def evaluate(
 ) -> dict:
     """Predict, score, bootstrap and write ``metrics.json``, ``predictions.csv`` (and ``report.md``) in ``out``."""
     model, config = load_bundle(bundle)
+    model = model.to("cuda") if torch.cuda.is_available() else model  # a lent GPU scores in seconds
     classes = list(config["classes"])
     unknown = sorted(set(eval_set.table["dx"]) - set(classes))
     if unknown:

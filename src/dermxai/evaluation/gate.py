@@ -11,6 +11,7 @@ of validation images under fixed acquisition changes, and of each kind of the of
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -75,27 +76,35 @@ def _vignette(image: Image.Image) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def features_of(predictor, images: list[Image.Image], batch: int = 64) -> np.ndarray:
-    """Gate features (N, D) of upright RGB images, preprocessed as the Predictor does."""
-    parts = []
-    for start in range(0, len(images), batch):
-        pixels = np.stack([resize_cover(image, predictor.size) for image in images[start : start + batch]])
-        features = predictor.outputs(pixels)[1]
+def features_of(predictor, images: Iterable[Image.Image], batch: int = 64) -> np.ndarray:
+    """Gate features (N, D) of upright RGB images, preprocessed as the Predictor does, a batch at a time."""
+    parts, pixels = [], []
+
+    def flush() -> None:
+        features = predictor.outputs(np.stack(pixels))[1]
         if features is None:
             raise ValueError(
                 f"{predictor.folder}: no gate features (its architecture has no gate layer, or its "
                 "model.onnx was exported without them: load it with prefer_onnx=False)"
             )
         parts.append(features)
+        pixels.clear()
+
+    for image in images:
+        pixels.append(resize_cover(image, predictor.size))
+        if len(pixels) == batch:
+            flush()
+    if pixels:
+        flush()
     return np.concatenate(parts) if parts else np.zeros((0, 0))
 
 
-def _open(paths: list[str]) -> list[Image.Image]:
-    images = []
+def _open(paths: Iterable[str], transform: Callable[[Image.Image], Image.Image] | None = None):
+    """Upright RGB images of ``paths``, one at a time (never all decoded at once)."""
     for path in paths:
         with Image.open(path) as image:
-            images.append(image.convert("RGB"))
-    return images
+            rgb = image.convert("RGB")
+        yield transform(rgb) if transform else rgb
 
 
 def fit_bundle_gate(
@@ -112,7 +121,7 @@ def fit_bundle_gate(
     rng = np.random.default_rng(seed)
     train_paths = from_split(data, split, "train", images).table["path"].tolist()
     train = features_of(predictor, _open(train_paths))
-    variants = features_of(predictor, [acquisition_variant(image, rng) for image in _open(train_paths)])
+    variants = features_of(predictor, _open(train_paths, lambda image: acquisition_variant(image, rng)))
     gate = fit_gate(np.concatenate([train, variants]), components)
     val = features_of(predictor, _open(from_split(data, split, "val", images).table["path"].tolist()))
     gate = fit_threshold(gate, val, target_accept)
@@ -143,7 +152,7 @@ def gate_report(
 ) -> dict:
     """Shares withheld by the gate: test, shifted validation images, each non-dermoscopic kind; AUROC."""
     test = features_of(predictor, _open(from_split(data, split, "test", images).table["path"].tolist()))
-    val_images = _open(from_split(data, split, "val", images).table["path"].tolist()[:n_shifted])
+    val_images = list(_open(from_split(data, split, "val", images).table["path"].tolist()[:n_shifted]))
     rows = {"dermoscopy: test split": (len(test), float(np.mean(gate.withheld(test))))}
     for name, shift in FIXED_SHIFTS.items():
         shifted = features_of(predictor, [shift(image) for image in val_images])

@@ -221,7 +221,10 @@ class Predictor:
     def explain(
         self, data: bytes | Image.Image, method: str = "gradcam", target_class: str | None = None
     ) -> Explanation:
-        """Prediction and CAM from one forward pass; the CAM is for ``target_class`` (default: the top class)."""
+        """The served prediction (gate, decision rule, calibration) and the CAM of ``target_class``.
+
+        The CAM's default target is the served label, so a heatmap always explains the class shown beside it.
+        """
         from dermxai.inference.cams import explain
 
         if target_class is not None and target_class not in self.classes:
@@ -229,12 +232,14 @@ class Predictor:
         image = self.load(data)
         resized = resize_cover(image, self.size)[None]
         image.thumbnail((EXPLANATION_SIDE, EXPLANATION_SIDE))  # kept for overlays: bounded, whatever the upload
-        features = self.outputs(resized)[1] if self.gate is not None else None  # the gate reads the served graph
-        targets = None if target_class is None else [self.classes.index(target_class)]
+        logits, features = self.outputs(resized)
+        prediction = self.interpret(logits[0], None if features is None else features[0])
+        target = target_class or prediction.top_class  # the served label, after the decision rule
         with self._lock:
-            cams, logits = explain(self.model, self.config, to_batch(resized, self.config), method, targets)
-        prediction = self.interpret(logits[0].numpy(), None if features is None else features[0])
-        return Explanation(prediction, cams[0], image, method, target_class or prediction.top_class)
+            cams, _ = explain(
+                self.model, self.config, to_batch(resized, self.config), method, [self.classes.index(target)]
+            )
+        return Explanation(prediction, cams[0], image, method, target)
 
 
 class Ensemble:
@@ -260,5 +265,8 @@ class Ensemble:
         image = self.load(data)
         answers = [member.predict(image) for member in self.members]
         probs = np.mean([[a.probabilities[c] for c in self.classes] for a in answers], axis=0)
-        reasons = [f"{a.model_id}: {r}" for a in answers for r in a.abstain_reasons]
-        return make_prediction(self.model_id, self.classes, probs, None, reasons)
+        outside = any(a.out_of_distribution for a in answers)
+        reasons = ([OOD_REASON] if outside else []) + [
+            f"{a.model_id}: {r}" for a in answers for r in a.abstain_reasons if r != OOD_REASON
+        ]
+        return make_prediction(self.model_id, self.classes, probs, None, reasons, out_of_distribution=outside)

@@ -17,7 +17,7 @@ from torch import nn
 def pooled_mean_std(activation: torch.Tensor) -> torch.Tensor:
     """Per-channel mean and standard deviation over space: (N, C, H, W) -> (N, 2C)."""
     flat = activation.float().flatten(2)
-    return torch.cat([flat.mean(2), flat.std(2)], 1)
+    return torch.cat([flat.mean(2), flat.std(2, correction=0)], 1)  # population std: defined for a 1x1 map
 
 
 class WithFeatures(nn.Module):
@@ -26,11 +26,18 @@ class WithFeatures(nn.Module):
     def __init__(self, model: nn.Module, gate_layer: str) -> None:
         super().__init__()
         self.model = model
-        self._activation: dict[str, torch.Tensor] = {}  # one slot: holds only the latest forward pass
-        model.get_submodule(gate_layer).register_forward_hook(
-            lambda module, inputs, output: self._activation.__setitem__("gate", output)
-        )
+        self._activation: dict[str, torch.Tensor] = {}
+        self._capturing = False  # the hook keeps nothing from forward passes not made through this wrapper (CAMs)
+        model.get_submodule(gate_layer).register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if self._capturing:
+            self._activation["gate"] = output
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(images)
+        self._capturing = True
+        try:
+            logits = self.model(images)
+        finally:
+            self._capturing = False
         return logits, pooled_mean_std(self._activation.pop("gate"))

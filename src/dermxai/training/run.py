@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -87,8 +88,13 @@ def train(
     num_nodes: int = 1,
     strategy: str = "auto",
     progress: bool = True,
+    max_minutes: float | None = None,
 ) -> Path | None:
-    """Fine-tune ``config.arch``; returns the bundle folder (on the main process; None elsewhere)."""
+    """Fine-tune ``config.arch``; returns the bundle folder (on the main process; None elsewhere).
+
+    ``max_minutes`` caps the wall time (Lightning's ``max_time``): training then stops after the current
+    step and the bundle is still written from the best validated checkpoint.
+    """
     out = Path(out)
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
@@ -126,6 +132,7 @@ def train(
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
         max_epochs=config.epochs,
+        max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,

@@ -1,0 +1,85 @@
+"""Which layer's statistics should the out-of-distribution gate read? A probe, run once to choose.
+
+    python experiments/ood_layer_probe.py BUNDLE LAYER [LAYER ...]    # e.g. models/default blocks.3 blocks.4 blocks.5
+
+For each layer (and the penultimate features, "cam"): a PPCA-Mahalanobis gate (inference/feature_gate.py)
+on pooled mean/std features, fitted on 1,500 training images plus one random acquisition variant of each
+(evaluation/gate.py), threshold at 95% of 1,000 validation images. Printed per layer: share withheld of 400
+test images, of each kind of the offline non-dermoscopic set, and of 150 validation images under each fixed
+acquisition change; AUROC of test dermoscopy against the non-dermoscopic set.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dermxai.data.cache import resize_cover
+from dermxai.evaluation.evaluate import from_split
+from dermxai.evaluation.gate import FIXED_SHIFTS, acquisition_variant
+from dermxai.evaluation.metrics import binary_auc
+from dermxai.evaluation.ood_set import non_dermoscopic_set
+from dermxai.inference.feature_gate import fit_gate, fit_threshold
+from dermxai.inference.preprocess import to_batch
+from dermxai.models.bundle import load_bundle
+from dermxai.models.features import pooled_mean_std
+
+DATA, SPLIT = Path("../shared/data/ham10000"), Path("splits/ham10000_seed0.csv")
+
+
+def main(bundle: str, layers: list[str]) -> None:
+    model, config = load_bundle(bundle)
+    size = (config["height"], config["width"])
+    seen: dict[str, torch.Tensor] = {}
+    for name in [*layers, config["cam_layer"]]:
+        model.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
+
+    def features(images: list[Image.Image]) -> dict[str, np.ndarray]:
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(images), 64):
+            pixels = np.stack([resize_cover(image, size) for image in images[start : start + 64]])
+            with torch.inference_mode():
+                model(to_batch(pixels, config))
+            parts.setdefault("cam", []).append(seen[config["cam_layer"]].float().mean((2, 3)).numpy())
+            for name in layers:
+                parts.setdefault(name, []).append(pooled_mean_std(seen[name]).numpy())
+        return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+    def split_images(subset: str, n: int) -> list[Image.Image]:
+        rows = from_split(DATA, SPLIT, subset).table
+        return [Image.open(p).convert("RGB") for p in rows.sample(min(n, len(rows)), random_state=0)["path"]]
+
+    rng = np.random.default_rng(1)
+    train_images = split_images("train", 1500)
+    train, variants = features(train_images), features([acquisition_variant(im, rng) for im in train_images])
+    val_images = split_images("val", 1000)
+    val, test = features(val_images), features(split_images("test", 400))
+    shifted = {name: features([shift(im) for im in val_images[:150]]) for name, shift in FIXED_SHIFTS.items()}
+    outside = {
+        kind: features(images)
+        for kind, images in non_dermoscopic_set(6, 0, sorted(Path("docs/figures").glob("*.png"))).items()
+    }
+    for layer in ["cam", *layers]:
+        gate = fit_threshold(fit_gate(np.concatenate([train[layer], variants[layer]])), val[layer])
+        scores = np.concatenate([gate.scores(f[layer]) for f in outside.values()])
+        test_scores = gate.scores(test[layer])
+        auroc = binary_auc(
+            np.r_[np.zeros(len(test_scores), bool), np.ones(len(scores), bool)], np.r_[test_scores, scores]
+        )
+        row = {
+            "test": np.mean(gate.withheld(test[layer])),
+            "AUROC": auroc,
+            "not dermoscopy": np.mean(scores > gate.threshold),
+        }
+        row |= {kind: np.mean(gate.withheld(f[layer])) for kind, f in outside.items()}
+        row |= {name: np.mean(gate.withheld(f[layer])) for name, f in shifted.items()}
+        print(layer, {key: round(float(value), 3) for key, value in row.items()}, flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(sys.argv[1], sys.argv[2:])
