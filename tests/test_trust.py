@@ -286,3 +286,17 @@ def test_the_feature_hook_keeps_nothing_from_other_forward_passes():
         assert wrapped._activation == {}
         wrapped(torch.randn(1, 3, 48, 64))
         assert wrapped._activation == {}
+
+
+def test_a_jpeg_corrupted_mid_stream_is_refused_not_decoded_into_garbage(bundle):
+    from dermxai.inference.inputs import InvalidImage, read_image
+
+    data = bytearray(EXAMPLE.read_bytes())
+    middle = len(data) // 2
+    for k in range(middle, middle + 40):
+        data[k] ^= 0x5A
+    with pytest.raises(InvalidImage, match="damaged"):
+        read_image(bytes(data))
+    assert read_image(EXAMPLE.read_bytes()).size == (200, 150)
+    result = runner.invoke(app, ["predict", str(EXAMPLE), "--model", str(bundle)])
+    assert result.exit_code == 0

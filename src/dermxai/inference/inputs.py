@@ -67,12 +67,29 @@ def read_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
         )
     if width < 1 or height < 1:
         raise InvalidImage("The image has no pixels.", "corrupt")
+    if image.format == "JPEG":
+        _check_jpeg_stream(data)
     try:
         image.load()  # the first frame of an animation
         upright = ImageOps.exif_transpose(image)
     except BROKEN as error:
         raise _corrupt(error) from None
     return to_rgb(upright)
+
+
+def _check_jpeg_stream(data: bytes) -> None:
+    """Refuse a JPEG whose entropy-coded data are corrupt: Pillow decodes those silently into garbage.
+
+    libjpeg-turbo (through simplejpeg, strict mode) reports "Corrupt JPEG data"; other complaints (colour
+    spaces simplejpeg does not convert, for instance) are left to Pillow's decoder.
+    """
+    import simplejpeg
+
+    try:
+        simplejpeg.decode_jpeg(data, strict=True, fastdct=True, fastupsample=True)
+    except ValueError as error:
+        if "Corrupt JPEG data" in str(error) or "premature end" in str(error).lower():
+            raise InvalidImage(f"The JPEG file is damaged ({error}).", "corrupt") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
