@@ -10,7 +10,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from dermxai.cli import app
-from tests.test_trust import tiny_bundle
+from tests.test_export import tiny_bundle
 
 runner = CliRunner()
 COLUMNS = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]

@@ -26,35 +26,12 @@ from dermxai.inference.predictor import OOD_REASON, Predictor
 from dermxai.models.bundle import BundleError, load_bundle, save_bundle
 from dermxai.models.features import WithFeatures, pooled_mean_std
 from dermxai.models.registry import create_model
+from tests.test_export import tiny_bundle
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = next((ROOT / "examples").glob("nv_*.jpg"))
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
-
-
-def tiny_bundle(folder: Path) -> Path:
-    torch.manual_seed(0)
-    model, arch = create_model("resnet18", weights="none")
-    config = {
-        "arch": "resnet18",
-        "classes": CLASSES,
-        "height": 48,
-        "width": 64,
-        "mean": list(arch.mean),
-        "std": list(arch.std),
-        "cam_layer": arch.cam_layer,
-        "temperature": 1.0,
-        "thresholds": {},
-        "weights": "none",
-        "seed": 0,
-        "epochs_trained": 0,
-        "best_epoch": 0,
-        "val_bacc": 0.0,
-        "train_time_s": 0.0,
-        "split_fingerprint": "test",
-    }
-    return save_bundle(folder, model, config)
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
