@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/ham10000
-MODEL ?= models/default
+MODEL ?= src/dermxai/assets/default_model
 
 .PHONY: install demo app lint test bench clean
 
@@ -23,10 +23,11 @@ demo: install
 app: install  # the web app on the bundled default model (offline); then open http://localhost:8501
 	$(BIN)/dermxai app
 
-lint: install  # code shape: ruff (lint + format) and the import layers (import-linter contracts in pyproject.toml)
+lint: install  # code shape: ruff (lint + format), the import layers (import-linter contracts in pyproject.toml), hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/hadolint deploy/Dockerfile
 
 test: install  # pytest's exit code 5 (no tests collected) counts as a failure
 	$(BIN)/python -m pytest; status=$$?; if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status

@@ -98,7 +98,9 @@ def load(url: str, payload: bytes, clients: int, requests: int, timeout: float) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("models/default"), help="bundle folder to serve")
+    parser.add_argument(
+        "--model", type=Path, default=Path("src/dermxai/assets/default_model"), help="bundle folder to serve"
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--predict-requests", type=int, default=64, help="POST /predict requests per level")
     parser.add_argument("--explain-requests", type=int, default=32, help="POST /explain requests per level")

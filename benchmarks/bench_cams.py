@@ -52,7 +52,7 @@ def app_paths(model: torch.nn.Module, config: dict, batch: torch.Tensor, onnx: O
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("models/default"), help="bundle folder")
+    parser.add_argument("--model", type=Path, default=Path("src/dermxai/assets/default_model"), help="bundle folder")
     parser.add_argument("--iterations", type=int, default=10, help="timed calls per method (ScoreCAM: a fifth)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="default: all (--quick: all but ScoreCAM)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")

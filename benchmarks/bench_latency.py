@@ -19,9 +19,10 @@ import torch
 import uvicorn
 
 from dermxai.app.api import create_app
+from dermxai.assets import example_images
 from dermxai.inference.bundles import default_bundle
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.jpg"))
+EXAMPLES = example_images()
 
 
 def timings(call, runs: int) -> list[float]:
@@ -41,7 +42,7 @@ def summary(name: str, times: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="bundle (default: models/default)")
+    parser.add_argument("--model", type=Path, default=None, help="bundle (default: src/dermxai/assets/default_model)")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Which layer's statistics should the out-of-distribution gate read? A probe, run once to choose.
 
-    python experiments/ood_layer_probe.py BUNDLE LAYER [LAYER ...]    # e.g. models/default blocks.3 blocks.4 blocks.5
+    python experiments/ood_layer_probe.py BUNDLE LAYER [LAYER ...]    # e.g. src/dermxai/assets/default_model blocks.3 blocks.4 blocks.5
 
 For each layer (and the penultimate features, "cam"): a PPCA-Mahalanobis gate (inference/feature_gate.py)
 on pooled mean/std features, fitted on 1,500 training images plus one random acquisition variant of each

@@ -15,9 +15,9 @@ for c in ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]:
 gt.to_csv("runs/isic_check/val_groundtruth.csv", index=False)
 open("runs/isic_check/paths.txt", "w").write("\n".join(rows["path"]))
 PY
-xargs -x -s 1500000 -a runs/isic_check/paths.txt .venv/bin/dermxai predict --model models/default --format isic --out runs/isic_check/val_submission.csv > /dev/null
+xargs -x -s 1500000 -a runs/isic_check/paths.txt .venv/bin/dermxai predict --model src/dermxai/assets/default_model --format isic --out runs/isic_check/val_submission.csv > /dev/null
 ${ISIC_SCORER:-isic-challenge-scoring} -o json classification runs/isic_check/val_groundtruth.csv runs/isic_check/val_submission.csv > runs/isic_check/official.json
-.venv/bin/dermxai evaluate --model models/default --labels runs/isic_check/val_groundtruth.csv --images ../shared/data/ham10000 --bootstrap 10 --out runs/isic_check/eval > /dev/null
+.venv/bin/dermxai evaluate --model src/dermxai/assets/default_model --labels runs/isic_check/val_groundtruth.csv --images ../shared/data/ham10000 --bootstrap 10 --out runs/isic_check/eval > /dev/null
 python3 -c "
 import json
 o = json.load(open('runs/isic_check/official.json')); m = json.load(open('runs/isic_check/eval/metrics.json'))

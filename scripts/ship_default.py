@@ -1,6 +1,6 @@
-"""Copy a trained bundle into ``models/default`` with float16 weights (half the file; loads into float32).
+"""Copy a trained bundle into ``src/dermxai/assets/default_model`` with float16 weights (half the file; loads into float32).
 
-Usage: python scripts/ship_default.py RUN_DIR/bundle [--out models/default]
+Usage: python scripts/ship_default.py RUN_DIR/bundle [--out src/dermxai/assets/default_model]
 Calibrate, evaluate and export the shipped copy afterwards, so every reported figure is of the shipped weights.
 """
 
@@ -34,7 +34,7 @@ def ship(bundle: Path, out: Path) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("models/default"))
+    parser.add_argument("--out", type=Path, default=Path("src/dermxai/assets/default_model"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     ship(args.bundle, args.out)

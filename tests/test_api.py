@@ -17,15 +17,15 @@ from PIL import Image
 from test_inference import png_bomb
 
 from dermxai.app.api import create_app
-from dermxai.inference.bundles import MODELS_DIR
+from dermxai.assets import DEFAULT_MODEL, example_images
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.jpg"))
+EXAMPLES = example_images()
 LIMIT = 200_000
 
 
 @pytest.fixture(scope="module")
 def api():
-    return create_app(MODELS_DIR / "default", max_bytes=LIMIT)
+    return create_app(DEFAULT_MODEL, max_bytes=LIMIT)
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from dermxai.inference.bundles import MODELS_DIR
+from dermxai.assets import DEFAULT_MODEL, EXAMPLES
 from dermxai.inference.predictor import Predictor
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "artifacts" / "browser"
-EXAMPLE = next((ROOT / "examples").glob("mel_*.jpg"))
+EXAMPLE = next(EXAMPLES.glob("mel_*.jpg"))
 TIMEOUT_MS = 180_000  # the CPU may be shared: loading the model and the first CAM can take a while
 
 
@@ -44,43 +46,50 @@ def browser():
         browser.close()
 
 
+@contextmanager
+def serve_until_healthy(command: Callable[[int], list[str]], cwd: Path, env: dict, log_path: Path) -> Iterator[str]:
+    """Run ``command(port)`` (a Streamlit server) on a free loopback port; yield its URL once healthy."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            command(port), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                        if reply.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.5)
+                if server.poll() is not None:
+                    pytest.fail(f"streamlit exited with {server.returncode}; see {log_path}")
+            else:
+                pytest.fail(f"streamlit did not answer on {url} within 120 s; see {log_path}")
+            yield url
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(30)
+
+
 @pytest.fixture(scope="module")
 def app_url():
     """``dermxai app`` (streamlit run) on a free port with the default model, until the tests end."""
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     env.pop("DERMXAI_MODEL", None)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    log = open(SHOTS / "streamlit.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dermxai.cli", "app", "--port", str(port), "--address", "127.0.0.1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                if reply.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-        if server.poll() is not None:
-            pytest.fail(f"streamlit exited with {server.returncode}; see {log.name}")
-    else:
-        server.kill()
-        pytest.fail(f"streamlit did not answer on {url} within 120 s; see {log.name}")
-    yield url
-    os.killpg(server.pid, 15)
-    server.wait(30)
-    log.close()
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "dermxai.cli", "app", "--port", str(port), "--address", "127.0.0.1"]
+
+    with serve_until_healthy(command, ROOT, env, SHOTS / "streamlit.log") as url:
+        yield url
 
 
 def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app_url, tmp_path):
-    expected = Predictor(MODELS_DIR / "default").predict(EXAMPLE.read_bytes()).top_class
+    expected = Predictor(DEFAULT_MODEL).predict(EXAMPLE.read_bytes()).top_class
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app_url)

@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from dermxai.cli import app
+from dermxai.data import load_dataset
 from dermxai.data.labels import CLASSES
 from dermxai.evaluation.contract import MALIGNANT, PER_CLASS, REQUIRED, check_metrics
 from dermxai.models.bundle import load_bundle, save_bundle
@@ -290,45 +291,43 @@ def test_compare_renders_one_row_per_run_with_cis_and_the_cam_column(tmp_path, e
     assert missing.exit_code == 2 and "no such run folder" in " ".join(missing.output.split())
 
 
-def test_leak_trains_both_splits_and_writes_the_table(tmp_path, fixture_dir, monkeypatch):
+def imbalanced_copy(fixture_dir: Path, folder: Path) -> Path:
+    """The fixture with nv and mel whole and two images of every other class, as HAM10000 is imbalanced."""
+    shutil.copytree(fixture_dir / "images", folder / "images")
+    metadata = pd.read_csv(fixture_dir / "HAM10000_metadata.csv", dtype=str)
+    kept = metadata[metadata["dx"].isin(["nv", "mel"]) | (metadata.groupby("dx").cumcount() < 2)]
+    kept.to_csv(folder / "HAM10000_metadata.csv", index=False)
+    return folder
+
+
+def test_leak_trains_every_arm_and_writes_the_table(tmp_path, fixture_dir, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "leak"
+    fixture_dir = imbalanced_copy(fixture_dir, tmp_path / "data")
+    args = ["--arch", "resnet18", "--weights", "none", "--height", "32", "--width", "32", "--epochs", "1"]
     result = runner.invoke(
         app,
-        [
-            "leak",
-            "--data",
-            str(fixture_dir),
-            "--out",
-            str(out),
-            "--arch",
-            "resnet18",
-            "--weights",
-            "none",
-            "--height",
-            "32",
-            "--width",
-            "32",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--bootstrap",
-            "20",
-            "--accelerator",
-            "cpu",
-            "--no-progress",
-        ],
+        ["leak", "--data", str(fixture_dir), "--out", str(out), *args, "--batch-size", "8", "--bootstrap", "20"]
+        + ["--accelerator", "cpu", "--no-progress"],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "leak.json").read_text())
-    assert set(summary["results"]) == {"image", "lesion"}
-    assert summary["results"]["lesion"]["test_share_with_train_sibling"] == 0
-    for name in ("image", "lesion"):
+    results = summary["results"]
+    assert set(results) == {"image", "lesion", "oversample_plain", "oversample_augmented"}
+    for name in results:
         check_metrics(json.loads((out / name / "eval" / "metrics.json").read_text()))
+    honest = results["lesion"]
+    assert honest["test_images_with_train_sibling"] == honest["test_images_with_train_copy"] == 0
+    assert results["image"]["test_images_with_train_copy"] == 0
+    plain, augmented = results["oversample_plain"], results["oversample_augmented"]
+    oversampled = load_dataset(out / "data" / "oversample_plain")
+    assert oversampled["dx"].value_counts().nunique() == 1  # every class copied up to the majority count
+    assert plain["train_n"] > honest["train_n"] and plain["steps_per_epoch"] == summary["steps_per_epoch"]
+    assert 0 < plain["test_images_with_train_copy"] <= plain["test_images_with_identical_train_file"]
+    assert augmented["test_images_with_train_copy"] > 0 == augmented["test_images_with_identical_train_file"]
     text = (out / "leak.md").read_text()
-    assert "random image-level split (leaky)" in text and "lesion-grouped split (honest)" in text
-    assert "| 0 (0.0%) |" in text
+    assert "oversampled with plain copies, then split by image" in text and "source study (reported)" in text
+    assert (out / "leak.png").stat().st_size > 10_000
 
 
 def test_undefined_figures_are_null_not_nan(tmp_path, bundle, fixture_dir, fixture_table):

@@ -315,6 +315,19 @@ def test_explain_score_writes_the_metrics_contract(tmp_path, bundles, fixture_di
     )
     assert result.exit_code == 2 and "no images in subset 'val'" in result.output
 
+    quick = tmp_path / "quick"
+    args = ["explain-score", "--model", str(bundles[0]), "--data", str(fixture_dir), "--split", str(split)]
+    args += ["--method", "gradcam", "--limit", "4", "--bootstrap", "50", "--out", str(quick)]
+    result = runner.invoke(app, [*args, "--layer", "layer3", "--localisation-only"])
+    assert result.exit_code == 0, result.output
+    fast = json.loads((quick / "explain_metrics.json").read_text())
+    assert fast["provenance"]["cam_layer"] == "layer3" and not fast["provenance"]["faithfulness_scored"]
+    assert fast["deletion_auc"]["mean"] is None and not fast["stability"]
+    assert fast["in_mask_energy"]["mean"] != metrics["in_mask_energy"]["mean"]  # another layer, another map
+    assert fast["per_method"]["gradcam"]["minus_gaussian"]["in_mask_energy"]["mean"] is not None
+    result = runner.invoke(app, [*args, "--layer", "no.such.layer"])
+    assert result.exit_code == 2 and "no.such.layer" in result.output
+
 
 class Equivariant(nn.Module):
     """Per-pixel features pooled over the whole image: flipping the image flips the CAM."""

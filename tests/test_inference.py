@@ -14,15 +14,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from dermxai.assets import DEFAULT_MODEL as DEFAULT
+from dermxai.assets import EXAMPLES
 from dermxai.cli import app
 from dermxai.data.cache import load_resized, resize_cover
-from dermxai.inference.bundles import MODELS_DIR, default_bundle, installed_bundles
+from dermxai.inference.bundles import default_bundle, installed_bundles
 from dermxai.inference.inputs import InvalidImage, read_image
 from dermxai.inference.ood import calibrated_probabilities, energy, fit_abstention
 from dermxai.inference.predictor import Ensemble, Predictor
-
-DEFAULT = MODELS_DIR / "default"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -275,6 +274,10 @@ def test_default_model_location_and_env_override(monkeypatch, bundle_copy, tmp_p
         default_bundle()
     result = CliRunner().invoke(app, ["predict", str(next(EXAMPLES.glob("*.jpg")))])
     assert result.exit_code == 2 and "not a model bundle" in " ".join(result.output.split())
+    monkeypatch.delenv("DERMXAI_MODEL")
+    monkeypatch.chdir(tmp_path)  # extra bundles: ./models of the working folder, wherever dermxai is installed
+    shutil.copytree(bundle_copy, tmp_path / "models" / "mine")
+    assert set(installed_bundles()) == {DEFAULT.name, "mine"}
 
 
 def test_calibration_fits_abstention_on_validation_after_the_temperature():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from dermxai.cli import app
 from dermxai.data import DatasetError
 from dermxai.data.splits import (
     class_shares,
@@ -94,3 +96,24 @@ def test_split_file_round_trip_and_errors(tmp_path):
         read_split(path, table)
     with pytest.raises(DatasetError, match="no such split file"):
         read_split(tmp_path / "absent.csv")
+
+
+runner = CliRunner()
+
+
+def test_cli_hash_distance_default_is_the_split_modules():
+    from dermxai import cli
+    from dermxai.data import splits
+
+    assert cli.DEFAULT_HASH_DISTANCE == splits.DEFAULT_HASH_DISTANCE
+
+
+def test_data_split_and_leak_group_lesions_the_same_way(fixture_dir, fixture_table, tmp_path):
+    from dermxai.data.splits import honest_groups, read_split
+    from dermxai.evaluation.leak import prepare_arms
+
+    result = runner.invoke(app, ["data", "split", "--data", str(fixture_dir), "--out", str(tmp_path / "cli.csv")])
+    assert result.exit_code == 0, result.output
+    arms = prepare_arms(fixture_dir, tmp_path / "leak", 0, {}, ["lesion"])
+    assert read_split(arms["lesion"]["split"]).equals(read_split(tmp_path / "cli.csv"))
+    assert read_split(tmp_path / "cli.csv")["lesion_group"].tolist() == honest_groups(fixture_table).tolist()

@@ -31,9 +31,7 @@ ReviewedOption = Annotated[
     Path | None,
     typer.Option("--duplicates", help="Reviewed near-duplicate pairs CSV (default: the HAM10000 one shipped)."),
 ]
-DEFAULT_HASH_DISTANCE = (
-    0  # pHash alone finds look-alikes on dermoscopy: 38 of 40 pairs at distance <= 2 were different lesions
-)
+DEFAULT_HASH_DISTANCE = 0  # = dermxai.data.splits.DEFAULT_HASH_DISTANCE (a test checks), not imported: pandas is slow
 
 
 def clear_errors(command: Callable) -> Callable:
@@ -73,18 +71,13 @@ def data_split(
 ) -> None:
     """Write a train/val/test split: lesion-grouped, near-duplicates merged, stratified by diagnosis."""
     from dermxai.data import load_dataset
-    from dermxai.data.duplicates import hash_distance_pairs, perceptual_hashes, read_reviewed_pairs
-    from dermxai.data.splits import class_shares, grouped_split, image_split, lesion_groups, write_split
+    from dermxai.data.splits import class_shares, grouped_split, honest_groups, image_split, write_split
 
     table = load_dataset(data, images)
     if strategy == "image":
         split = image_split(table, val, test, seed)
     elif strategy == "lesion":
-        ids = table["image_id"].to_numpy()
-        hashes = perceptual_hashes(table["path"].tolist())
-        pairs = [(ids[i], ids[j]) for i, j, _ in hash_distance_pairs(hashes, hash_distance)]
-        pairs += read_reviewed_pairs(duplicates)
-        groups = lesion_groups(table, pairs)
+        groups = honest_groups(table, hash_distance, duplicates)
         merged = table["lesion_id"].nunique() - groups.nunique()
         console.print(
             f"{table['lesion_id'].nunique()} lesion ids -> {groups.nunique()} groups "
@@ -138,11 +131,19 @@ def data_audit(
 
 def _print_audit(report: dict) -> None:
     summary = Table(title="Leakage audit")
-    for column in ("splits", "images of lesions in both", "near-duplicate pairs across"):
+    for column in ("splits", "images of lesions in both", "near-duplicate pairs across", "copies of one image across"):
         summary.add_column(column, justify="right" if column != "splits" else "left")
     for pair, rows in report["lesion_crossings"].items():
-        summary.add_row(pair, str(len(rows)), str(len(report["near_duplicate_crossings"][pair])))
+        summary.add_row(
+            pair,
+            str(len(rows)),
+            str(len(report["near_duplicate_crossings"][pair])),
+            str(len(report["twin_crossings"][pair])),
+        )
     console.print(summary)
+    for pair, rows in report["twin_crossings"].items():
+        for row in rows[:10]:
+            console.print(f"  same image in {pair} ({row['kind']}): {row['image_a']} = {row['image_b']}")
     for pair, rows in report["near_duplicate_crossings"].items():
         for row in rows[:10]:
             console.print(
@@ -154,6 +155,7 @@ def _print_audit(report: dict) -> None:
         f"{report['test_images_with_train_sibling']} of {test_n} test images "
         f"({100 * report['test_share_with_train_sibling']:.1f}%) have a same-lesion sibling in train"
     )
+    console.print(f"{report['test_images_with_train_twin']} of {test_n} test images have a copy of themselves in train")
     console.print("[green]no leakage found[/]" if report["leak_free"] else "[bold red]LEAKAGE FOUND[/]")
 
 
@@ -540,16 +542,19 @@ def compare_command(
 @clear_errors
 def leak_command(
     data: DataOption,
-    out: Annotated[Path, typer.Option("--out", help="Folder for both runs, their evaluations and leak.md.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for every arm's data, run, evaluation and leak.md.")],
     arch: str = "efficientnet_lite0",
     weights: str = "imagenet",
     height: int = 75,
     width: int = 100,
-    epochs: int = 2,
+    epochs: int = 15,
     batch_size: int = 64,
     seed: int = 0,
+    arms: Annotated[
+        str, typer.Option(help="Comma-separated arms: lesion, image, oversample_plain, oversample_augmented.")
+    ] = "lesion,image,oversample_plain,oversample_augmented",
     limit_train_batches: Annotated[
-        float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")
+        float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch (default: the honest arm's).")
     ] = 1.0,
     image_split: Annotated[
         Path | None, typer.Option(help="Existing image-level split (default: made with --seed).")
@@ -561,7 +566,7 @@ def leak_command(
     accelerator: str = "auto",
     progress: bool = True,
 ) -> None:
-    """Train one recipe on a random image split and on the lesion-grouped split; show the gap (leak.md)."""
+    """Train one recipe on the honest split and on each leaky one; show what each mistake adds (leak.md)."""
     from dermxai.evaluation.leak import LEAK_RECIPE, run_leak
     from dermxai.models.pretrained import PretrainedWeightsUnavailable
 
@@ -584,6 +589,7 @@ def leak_command(
             out,
             config,
             splits={"image": image_split, "lesion": lesion_split},
+            arms=[arm.strip() for arm in arms.split(",") if arm.strip()],
             n_bootstrap=bootstrap,
             accelerator=accelerator,
             progress=progress,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dermxai.assets import EXAMPLES
 from dermxai.data.cache import load_resized
 from dermxai.inference.onnx_backend import (
     CONFIG_KEY,
@@ -28,7 +29,6 @@ from dermxai.models.bundle import gate_layer, load_bundle
 from dermxai.models.features import WithFeatures
 from dermxai.probabilities import served_probabilities
 
-FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "ham_mini"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 TOLERANCE = 1e-4
 OPSET = 18
@@ -50,11 +50,8 @@ class ExportReport:
 
 
 def check_images(folder: Path | None, size: tuple[int, int], limit: int = 35) -> tuple[np.ndarray, str]:
-    """Up to ``limit`` images from ``folder`` (default: the committed fixture; random pixels when it is absent)."""
-    folder = folder or (FIXTURE if FIXTURE.is_dir() else None)
-    if folder is None:
-        pixels = np.random.default_rng(0).integers(0, 256, (8, *size, 3), dtype=np.uint8)
-        return pixels, "8 random-pixel images (no fixture folder found)"
+    """Up to ``limit`` images from ``folder`` (default: the installed example images)."""
+    folder = Path(folder) if folder else EXAMPLES
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not paths:
         raise ValueError(f"{folder}: no .jpg/.jpeg/.png images to check the export on")

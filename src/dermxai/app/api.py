@@ -99,7 +99,7 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) -> FastAPI:
-    """The API serving one bundle (default: ``$DERMXAI_MODEL`` or ``models/default``), loaded now."""
+    """The API serving one bundle (default: ``$DERMXAI_MODEL`` or the installed default model), loaded now."""
     predictor = Predictor(model_dir or default_bundle(), max_bytes=max_bytes)
     api = FastAPIOffline(  # FastAPI with Swagger UI 5 and ReDoc served from the package: no CDN
         title="dermxai",

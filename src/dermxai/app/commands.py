@@ -14,7 +14,7 @@ from rich.table import Table
 
 console = Console(soft_wrap=True)  # messages keep paths whole; tables still fit the terminal
 ModelOption = Annotated[
-    Path | None, typer.Option("--model", help="Model bundle (default: $DERMXAI_MODEL or models/default).")
+    Path | None, typer.Option("--model", help="Model bundle (default: $DERMXAI_MODEL or the installed default model).")
 ]
 CertOption = Annotated[Path | None, typer.Option("--ssl-cert", help="TLS certificate (PEM) to serve HTTPS.")]
 KeyOption = Annotated[Path | None, typer.Option("--ssl-key", help="TLS private key (PEM) to serve HTTPS.")]

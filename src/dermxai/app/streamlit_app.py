@@ -17,13 +17,13 @@ import streamlit as st
 
 from dermxai.app import advice
 from dermxai.app.address import phone_url, qr_png
+from dermxai.assets import EXAMPLES, example_images
 from dermxai.data.labels import MALIGNANT
 from dermxai.inference.bundles import installed_bundles
 from dermxai.inference.cams import METHODS
 from dermxai.inference.inputs import InvalidImage
 from dermxai.inference.predictor import Ensemble, Explanation, Prediction, Predictor
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "mpo"]
 ENSEMBLE = "Ensemble of all models"
 
@@ -91,7 +91,7 @@ def model_card(metrics: dict | None) -> None:
 
 def example_gallery() -> tuple[bytes | None, str, str | None]:
     """Compact buttons for the bundled example images: the chosen one's bytes, name and true diagnosis."""
-    images = sorted(EXAMPLES.glob("*.jpg"))
+    images = example_images()
     if not images:
         st.info(f"No example images found in {EXAMPLES}.")
         return None, "", None
@@ -219,7 +219,7 @@ def main() -> None:
         st.markdown(advice.DISCLAIMER)
     models = installed_bundles(arguments().model)
     if not models:
-        st.error("No model bundle found: put one in models/default, set DERMXAI_MODEL, or pass --model.")
+        st.error("No model bundle found: put one in ./models, set DERMXAI_MODEL, or pass --model.")
         st.stop()
     folders, method, opacity, show_cam = sidebar(models)
     model_card(bundle_metrics(folders[0]) if len(folders) == 1 else None)
@@ -251,4 +251,5 @@ def main() -> None:
         )
 
 
-main()
+if __name__ == "__main__":  # `streamlit run` executes this file as __main__; deploy/spaces/app.py calls main()
+    main()

@@ -9,7 +9,8 @@ import typer
 from typer.core import TyperCommand
 
 ModelOption = Annotated[
-    Path | None, typer.Option("--model", help="Model bundle (default: models/default, or $DERMXAI_MODEL when set).")
+    Path | None,
+    typer.Option("--model", help="Model bundle (default: the installed default model, or $DERMXAI_MODEL when set)."),
 ]
 METHOD_HELP = "CAM method: gradcam, gradcam++, hirescam, layercam, xgradcam, eigencam or scorecam."
 MethodOption = Annotated[str, typer.Option("--method", help=METHOD_HELP)]
@@ -160,6 +161,17 @@ def explain_score_command(
     steps: Annotated[int, typer.Option("--steps", help="Deletion/insertion steps.")] = 16,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the 95% CIs.")] = 1000,
     seed: int = 0,
+    layer: Annotated[
+        str | None,
+        typer.Option("--layer", help="CAM target layer (module path, e.g. blocks.5; default: the bundle's)."),
+    ] = None,
+    localisation_only: Annotated[
+        bool,
+        typer.Option(
+            "--localisation-only",
+            help="Score in-mask energy and pointing game only (no deletion/insertion, stability).",
+        ),
+    ] = False,
 ) -> None:
     """Score CAMs against lesion masks (in-mask energy, pointing game, deletion/insertion, stability) vs chance."""
     from dermxai.explain.evaluate import fmt, score_explanations
@@ -180,6 +192,8 @@ def explain_score_command(
         n_boot=bootstrap,
         seed=seed,
         progress=lambda done, total: typer.echo(f"  {done}/{total} images", err=True),
+        layer=layer,
+        faithfulness=not localisation_only,
     )
     gaussian = result["baselines"]["gaussian"]
     typer.echo(

@@ -94,9 +94,20 @@ class Sample:
 
 
 def score_batch(
-    model: torch.nn.Module, config: dict, rows: pd.DataFrame, methods: list[str], slow_left: int, steps: int, seed: int
+    model: torch.nn.Module,
+    config: dict,
+    rows: pd.DataFrame,
+    methods: list[str],
+    slow_left: int,
+    steps: int,
+    seed: int,
+    faithfulness: bool = True,
 ) -> list[dict]:
-    """Per-image records for one batch: every method (slow ones while ``slow_left``) and both baselines."""
+    """Per-image records for one batch: every method (slow ones while ``slow_left``) and both baselines.
+
+    ``faithfulness=False`` scores localisation only (in-mask energy, pointing game): no deletion/insertion
+    curves and no stability, about 10x faster, for choosing a layer and method.
+    """
     images = np.stack([read_image(p, config) for p in rows["path"]])
     batch = to_batch(images, config)
     with torch.no_grad():
@@ -119,23 +130,34 @@ def score_batch(
             continue
         targets = [s.target for s in samples[:count]]
         cams, _ = explain(model, config, batch[:count], method, targets)
-        unstable = {} if method in SLOW_METHODS else _stability(model, config, images[:count], cams, method, targets)
+        unstable = (
+            _stability(model, config, images[:count], cams, method, targets)
+            if faithfulness and method not in SLOW_METHODS
+            else {}
+        )
         for n, sample in enumerate(samples[:count]):
             records.append(
-                _record(model, config, sample, method, cams[n], steps, seed)
+                _record(model, config, sample, method, cams[n], steps if faithfulness else 0, seed)
                 | {f"stability_{t}": v[n] for t, v in unstable.items()}
             )
     height, width = images.shape[1:3]
     chance = {"uniform": scores.uniform_map(height, width), "gaussian": scores.gaussian_map(height, width)}
     for sample in samples:
         for name, saliency in chance.items():
-            records.append(_record(model, config, sample, f"baseline:{name}", saliency, steps, seed))
+            records.append(
+                _record(model, config, sample, f"baseline:{name}", saliency, steps if faithfulness else 0, seed)
+            )
     return records
 
 
 def _record(model, config: dict, sample: Sample, method: str, saliency: np.ndarray, steps: int, seed: int) -> dict:
-    deletion, insertion = scores.deletion_insertion_auc(
-        class_probability(model, config, sample.target), sample.image, sample.blank, saliency, steps, seed
+    """One image's scores for one map (``steps=0``: no deletion/insertion curves)."""
+    deletion, insertion = (
+        scores.deletion_insertion_auc(
+            class_probability(model, config, sample.target), sample.image, sample.blank, saliency, steps, seed
+        )
+        if steps
+        else (np.nan, np.nan)
     )
     row = sample.row
     return {
@@ -168,9 +190,7 @@ def summarise(table: pd.DataFrame, methods: list[str], n_boot: int, seed: int) -
     """Bootstrap means per method, per class, for the baselines, and paired CAM-minus-Gaussian differences."""
 
     def stats(part: pd.DataFrame) -> dict:
-        return {
-            m: scores.bootstrap_mean(part[m].to_numpy(), part["lesion_group"].to_numpy(), n_boot, seed) for m in METRICS
-        }
+        return {m: scores.bootstrap_mean(*_scored(part, m), n_boot, seed) for m in METRICS}
 
     per_method = {}
     gaussian = table[table["method"].eq("baseline:gaussian")].set_index("image_id")
@@ -180,10 +200,9 @@ def summarise(table: pd.DataFrame, methods: list[str], n_boot: int, seed: int) -
             continue
         stability_columns = [c for c in part if c.startswith("stability_") and part[c].notna().any()]
         paired = part.set_index("image_id")
+        difference = paired[list(METRICS)] - gaussian.loc[paired.index, list(METRICS)]
         vs = {
-            m: scores.bootstrap_mean(
-                (paired[m] - gaussian.loc[paired.index, m]).to_numpy(), paired["lesion_group"].to_numpy(), n_boot, seed
-            )
+            m: scores.bootstrap_mean(*_scored(difference.assign(lesion_group=paired["lesion_group"]), m), n_boot, seed)
             for m in METRICS
         }
         per_method[method] = {
@@ -223,6 +242,12 @@ def summarise(table: pd.DataFrame, methods: list[str], n_boot: int, seed: int) -
     }
 
 
+def _scored(part: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values of ``metric`` that were scored (not NaN) and their lesion groups."""
+    kept = part[metric].notna().to_numpy()
+    return part[metric].to_numpy(dtype=np.float64)[kept], part["lesion_group"].to_numpy()[kept]
+
+
 def score_explanations(
     bundle: Path,
     data: Path,
@@ -238,20 +263,27 @@ def score_explanations(
     batch_size: int = 8,
     images: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    layer: str | None = None,
+    faithfulness: bool = True,
 ) -> dict:
-    """Score ``methods`` on ``subset`` of ``split`` and write the metrics, per-image table and report to ``out``."""
+    """Score ``methods`` on ``subset`` of ``split`` and write the metrics, per-image table and report to ``out``.
+
+    ``layer`` overrides the bundle's CAM target layer (a module path such as ``blocks.5``).
+    """
     methods = [check_method(m) for m in dict.fromkeys(methods)]
     if steps < 2:
         raise ValueError("--steps must be at least 2")
     start = time.perf_counter()
     model, config = load_bundle(bundle)
+    if layer:
+        config = {**config, "cam_layer": layer}
     model = model.to(memory_format=torch.channels_last)  # about 1.3x faster convolutions on CPU
     chosen = select_images(Path(data), Path(split), subset, limit, seed, images)
     records: list[dict] = []
     slow_left = slow_limit
     for first in range(0, len(chosen), batch_size):
         rows = chosen.iloc[first : first + batch_size]
-        records += score_batch(model, config, rows, methods, slow_left, steps, seed)
+        records += score_batch(model, config, rows, methods, slow_left, steps, seed, faithfulness)
         slow_left = max(0, slow_left - len(rows))
         if progress:
             progress(min(first + batch_size, len(chosen)), len(chosen))
@@ -262,6 +294,8 @@ def score_explanations(
         + " ".join(f"--method {m}" for m in methods)
         + (f" --limit {limit}" if limit else "")
         + f" --scorecam-limit {slow_limit} --steps {steps} --bootstrap {n_boot} --seed {seed} --out {out}"
+        + (f" --layer {layer}" if layer else "")
+        + ("" if faithfulness else " --localisation-only")
     )
     result["provenance"] = _provenance(
         command,
@@ -272,7 +306,7 @@ def score_explanations(
         subset,
         limit,
         slow_limit,
-        steps,
+        steps if faithfulness else 0,
         n_boot,
         seed,
         time.perf_counter() - start,
@@ -294,6 +328,7 @@ def _provenance(command, bundle, config, data, split, subset, limit, slow_limit,
         "arch": config["arch"],
         "input": [config["height"], config["width"]],
         "weights": config.get("weights"),
+        "cam_layer": config.get("cam_layer"),
         "temperature": temperature(config),
         "split_fingerprint": config.get("split_fingerprint"),
         "data": str(data),
@@ -304,6 +339,7 @@ def _provenance(command, bundle, config, data, split, subset, limit, slow_limit,
         "order": f"images with a mask, sorted by id, shuffled with seed {seed}",
         "removal": f"pixels replaced by a Gaussian blur (radius {BLUR_SHARE} x longer input side) of the image",
         "steps": steps,
+        "faithfulness_scored": bool(steps),
         "target": "the predicted class; served probabilities",
         "bootstrap": {"n": n_boot, "seed": seed, "unit": "lesion_group of the split file", "ci": "percentile 95%"},
         "wall_time_s": round(wall, 1),

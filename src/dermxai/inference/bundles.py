@@ -1,13 +1,16 @@
-"""Where models live: the embedded default bundle (``models/default``), overridable by ``$DERMXAI_MODEL``."""
+"""Where models live: the installed default bundle (``dermxai/assets/default_model``), overridable by
+``$DERMXAI_MODEL``, plus any bundle under ``./models`` of the folder you run from."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from dermxai.assets import DEFAULT_MODEL
+
 ENV = "DERMXAI_MODEL"
-MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
-"""The repository's ``models/`` folder (src/dermxai/inference/ -> repo root)."""
+MODELS_DIR = Path("models")
+"""Extra bundles: every bundle folder under ``./models`` (relative to the working folder)."""
 
 
 def is_bundle(folder: Path) -> bool:
@@ -15,8 +18,8 @@ def is_bundle(folder: Path) -> bool:
 
 
 def default_bundle() -> Path:
-    """``$DERMXAI_MODEL`` when set, else the repository's ``models/default``."""
-    folder = Path(os.environ[ENV]) if os.environ.get(ENV) else MODELS_DIR / "default"
+    """``$DERMXAI_MODEL`` when set, else the installed default model."""
+    folder = Path(os.environ[ENV]) if os.environ.get(ENV) else DEFAULT_MODEL
     if not is_bundle(folder):
         source = f"${ENV}" if os.environ.get(ENV) else "the default model"
         raise FileNotFoundError(
@@ -27,7 +30,7 @@ def default_bundle() -> Path:
 
 
 def installed_bundles(extra: list[Path] | None = None) -> dict[str, Path]:
-    """Bundles to choose from, by display name: the default, every bundle under ``models/``, and ``extra``."""
+    """Bundles to choose from, by display name: the default, every bundle under ``./models``, and ``extra``."""
     found: dict[str, Path] = {}
     candidates = list(extra or [])
     try:

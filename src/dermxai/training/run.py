@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from datetime import timedelta
@@ -169,7 +170,7 @@ def train(
         "seed": config.seed,
         "epochs_trained": trainer.current_epoch,
         "best_epoch": int(best_checkpoint["epoch"]),
-        "val_bacc": round(float(checkpoint.best_model_score or float("nan")), 4),
+        "val_bacc": _finite(checkpoint.best_model_score),
         "train_time_s": round(float(run_metrics(out)["time/epoch_s"].sum()), 1),
         "recipe": config.to_dict(),
         "precision": precision,
@@ -179,3 +180,8 @@ def train(
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
     }
     return save_bundle(out / "bundle", module.final_model, bundle_config)
+
+
+def _finite(score: torch.Tensor | None) -> float | None:
+    """A monitored score for JSON: rounded, or None when missing or not finite (a tiny validation set)."""
+    return round(float(score), 4) if score is not None and math.isfinite(float(score)) else None
