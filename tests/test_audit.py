@@ -85,3 +85,38 @@ def test_commands_report_bad_input_without_a_traceback(tmp_path, fixture_dir):
     assert "unknown diagnosis label in 1 row(s): line 2: dx='zebra'" in " ".join(result.output.split())
     result = runner.invoke(app, ["data", "audit", "--data", str(fixture_dir), "--split", str(tmp_path / "none.csv")])
     assert result.exit_code == 2 and "no such split file" in " ".join(result.output.split())
+
+
+def test_audit_flags_a_notebook_split_made_after_oversampling(tmp_path, fixture_dir, fixture_table):
+    """Copies written before a random split: flagged by their bytes even when the CSV forgets lesion ids."""
+    from dermxai.data import load_dataset
+    from dermxai.data.oversample import oversample
+    from dermxai.data.splits import image_split, write_split
+
+    kept = fixture_table[fixture_table["dx"].eq("nv") | ~fixture_table["dx"].duplicated()]  # 5 nv, 1 of the rest
+    folder = oversample(kept, tmp_path / "o", "plain")
+    table = load_dataset(folder)
+    write_split(image_split(table, seed=0), tmp_path / "split.csv")
+    table[["image_id", "dx"]].to_csv(folder / "labels.csv", index=False)  # no lesion ids, as in a notebook
+    result = runner.invoke(
+        app,
+        ["data", "audit", "--data", str(folder / "labels.csv"), "--split", str(tmp_path / "split.csv"), "--json"],
+    )
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert not any(report["lesion_crossings"].values())  # every image is its own "lesion" here
+    twins = report["twin_crossings"]["train-test"]
+    assert report["test_images_with_train_twin"] > 0 and {t["kind"] for t in twins} == {"byte-identical"}
+    assert all(t["image_a"].split("_copy")[0] == t["image_b"].split("_copy")[0] for t in twins)
+    shown = runner.invoke(
+        app, ["data", "audit", "--data", str(folder / "labels.csv"), "--split", str(tmp_path / "split.csv")]
+    )
+    assert "have a copy of themselves in train" in " ".join(shown.output.split()) and "LEAKAGE FOUND" in shown.output
+
+
+def test_copy_counts_reach_the_majority_or_a_factor():
+    from dermxai.data.oversample import copy_counts
+
+    dx = pd.Series(["nv"] * 10 + ["mel"] * 4 + ["df"])
+    assert copy_counts(dx).to_dict() == {"nv": 0, "mel": 6, "df": 9}
+    assert copy_counts(dx, factor=3).to_dict() == {"nv": 0, "mel": 6, "df": 2}
