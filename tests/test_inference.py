@@ -252,6 +252,14 @@ def test_explain_returns_the_served_prediction_and_a_cam_of_its_label(predictor)
         predictor.explain(data, target_class="cancer")
 
 
+def test_explain_defaults_to_the_bundles_cam_method(bundle_copy):
+    data = next(EXAMPLES.glob("mel_*.jpg")).read_bytes()
+    assert Predictor(bundle_copy).explain(data).method == Predictor(DEFAULT).cam_method
+    edit_config(bundle_copy, cam_method="layercam")
+    assert Predictor(bundle_copy).explain(data).method == "layercam"
+    assert Predictor(bundle_copy).explain(data, "gradcam").method == "gradcam"
+
+
 def test_ensemble_averages_calibrated_probabilities(bundle_copy, predictor):
     edit_config(bundle_copy, temperature=3.0)
     other = Predictor(bundle_copy)

@@ -49,7 +49,9 @@ STATUS = {
 """HTTP status of each InvalidImage reason."""
 ImageFile = Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, GIF, BMP or TIFF).")]
 API_METHODS = [m for m in METHODS if m != "scorecam"]  # Score-CAM would hold the model for ~1-2 minutes
-Method = Annotated[str, Query(description=f"CAM method, one of {', '.join(API_METHODS)}.")]
+Method = Annotated[
+    str | None, Query(description=f"CAM method, one of {', '.join(API_METHODS)} (default: the model's).")
+]
 TargetClass = Annotated[str | None, Query(description="Class to explain (default: the top class).")]
 Opacity = Annotated[float, Query(ge=0, le=1, description="Heatmap opacity.")]
 MULTIPART_OVERHEAD = 64 * 1024
@@ -160,6 +162,7 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
                 "abstain": predictor.abstain_params,
                 "val_bacc": c.get("val_bacc"),
                 "cam_methods": API_METHODS,
+                "cam_method": predictor.cam_method,
                 "ood_gate": predictor.gate is not None,
             }
         ]
@@ -176,9 +179,10 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         responses={200: {"content": {"image/png": {}}, "description": "The heatmap over the image (PNG)."}},
     )
     async def explain(
-        file: ImageFile, method: Method = "gradcam", target_class: TargetClass = None, opacity: Opacity = 0.45
+        file: ImageFile, method: Method = None, target_class: TargetClass = None, opacity: Opacity = 0.45
     ) -> Response:
         """The CAM overlay as a PNG; the prediction is in the X-Dermxai-* headers."""
+        method = method or predictor.cam_method
         if method not in API_METHODS:
             raise HTTPException(400, f"unknown or unserved method {method!r}: use one of {', '.join(API_METHODS)}")
         if target_class is not None and target_class not in predictor.classes:

@@ -181,9 +181,11 @@ def sidebar(models: dict[str, Path]) -> tuple[list[str], str, float, bool]:
         names = list(models) + ([ENSEMBLE] if len(models) > 1 else [])
         choice = st.selectbox("Model", names, help="Bundles in models/ and any --model given to `dermxai app`.")
         show_cam = st.toggle("Show heatmap (Grad-CAM family)", value=True)
+        default = predictor(str(models[choice])).cam_method if choice in models else "gradcam"
         method = st.selectbox(
             "Heatmap method",
             APP_METHODS,
+            index=APP_METHODS.index(default) if default in APP_METHODS else 0,
             disabled=not show_cam,
             help="Score-CAM (minutes on a CPU) is available from `dermxai explain` only.",
         )

@@ -13,7 +13,7 @@ ModelOption = Annotated[
     typer.Option("--model", help="Model bundle (default: the installed default model, or $DERMXAI_MODEL when set)."),
 ]
 METHOD_HELP = "CAM method: gradcam, gradcam++, hirescam, layercam, xgradcam, eigencam or scorecam."
-MethodOption = Annotated[str, typer.Option("--method", help=METHOD_HELP)]
+MethodOption = Annotated[str | None, typer.Option("--method", help=METHOD_HELP + " Default: the model's.")]
 PER_ROW = 4  # panels per row of an --all-methods figure
 
 
@@ -55,7 +55,7 @@ def explain_command(
     image: Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP, ...).")],
     out: Annotated[Path, typer.Option("--out", help="PNG figure to write.")],
     model: ModelOption = None,
-    method: MethodOption = "gradcam",
+    method: MethodOption = None,
     class_name: Annotated[
         str | None, typer.Option("--class", help="Class to explain, e.g. mel (default: the predicted one).")
     ] = None,
@@ -72,8 +72,8 @@ def explain_command(
     from dermxai.inference.cams import METHODS, check_method
     from dermxai.inference.predictor import Predictor
 
-    methods = list(METHODS) if all_methods else [check_method(method)]
     predictor = Predictor(model or default_bundle())
+    methods = list(METHODS) if all_methods else [check_method(method or predictor.cam_method)]
     mask = mask or mask_next_to(image)
     outline = read_mask(mask, predictor.config) if mask else None
     panels = []
@@ -97,7 +97,7 @@ def explain_compare_command(
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset folder to find lesion masks in (by image id).")
     ] = None,
-    method: MethodOption = "gradcam",
+    method: MethodOption = None,
 ) -> None:
     """Grid of CAMs: rows are images, columns are models, lesion mask outlined where one exists."""
     from dermxai.explain.figures import Panel, panel_grid
@@ -105,7 +105,8 @@ def explain_compare_command(
     from dermxai.inference.cams import check_method
     from dermxai.inference.predictor import Predictor
 
-    check_method(method)
+    if method:
+        check_method(method)
     masks: dict[str, Path] = {}
     if data is not None:
         from dermxai.data.index import load_dataset
@@ -125,7 +126,8 @@ def explain_compare_command(
                 row.append(Panel(pixels, image.stem, mask=outline))
             row.append(Panel(pixels, _caption(label, explanation), explanation.cam, outline))
         rows.append(row)
-    title = f"{method} of the predicted class (calibrated probability); white line: lesion mask"
+    shown = method or "each model's CAM method"
+    title = f"{shown} of the predicted class (calibrated probability); white line: lesion mask"
     figure = panel_grid(rows, out, title)
     typer.echo(f"{len(images)} image(s) x {len(models)} model(s), lesion masks for {outlined} -> {figure}")
 

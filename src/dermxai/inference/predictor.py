@@ -157,6 +157,7 @@ class Predictor:
         self.model_id = model_id(self.folder)
         self.classes: list[str] = list(self.config["classes"])
         self.temperature = temperature(self.config)
+        self.cam_method: str = self.config.get("cam_method", "gradcam")  # chosen on validation by explain-score
         self.threshold: float | None = (self.config.get("thresholds") or {}).get("malignant")
         self.abstain_params: dict | None = self.config.get("abstain") or None
         self.size = (int(self.config["height"]), int(self.config["width"]))
@@ -219,12 +220,14 @@ class Predictor:
         return self.interpret(logits[0], None if features is None else features[0])
 
     def explain(
-        self, data: bytes | Image.Image, method: str = "gradcam", target_class: str | None = None
+        self, data: bytes | Image.Image, method: str | None = None, target_class: str | None = None
     ) -> Explanation:
         """The served prediction (gate, decision rule, calibration) and the CAM of ``target_class``.
 
-        The CAM's default target is the served label, so a heatmap always explains the class shown beside it.
+        The CAM's default target is the served label, so a heatmap always explains the class shown beside it;
+        the default method is the bundle's ``cam_method`` (Grad-CAM when it has none).
         """
+        method = method or self.cam_method
         from dermxai.inference.cams import explain
 
         if target_class is not None and target_class not in self.classes:
