@@ -102,7 +102,7 @@ runner = CliRunner()
 
 
 def test_cli_hash_distance_default_is_the_split_modules():
-    from dermxai import cli
+    from dermxai.cli import base as cli
     from dermxai.data import splits
 
     assert cli.DEFAULT_HASH_DISTANCE == splits.DEFAULT_HASH_DISTANCE

@@ -1,4 +1,4 @@
-"""CLI commands of the front ends: ``predict``, ``abstention``, ``app`` and ``serve`` (registered in cli.py)."""
+"""CLI commands of the front ends: ``predict``, ``abstention``, ``app`` and ``serve`` (registered in ``dermxai.cli``)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,5 @@
+"""``python -m dermxai.cli``."""
+
+from dermxai.cli import app
+
+app()

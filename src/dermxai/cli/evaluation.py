@@ -1,0 +1,245 @@
+"""``dermxai evaluate``, ``calibrate``, ``gate``, ``compare``, ``leak`` and ``export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dermxai.cli.base import DataOption, ImagesOption, _command_line, app, clear_errors, console
+from dermxai.training.config import TrainConfig
+
+
+@app.command("evaluate")
+@clear_errors
+def evaluate_command(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, predictions.csv, report.md, plots.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset folder (with --split and --subset).")] = None,
+    split: Annotated[Path | None, typer.Option("--split", help="Split CSV.")] = None,
+    subset: Annotated[str, typer.Option(help="Split subset to evaluate: test (once per model) or val.")] = "test",
+    images: ImagesOption = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="ISIC 2018 Task 3 or image_id,dx CSV (with --images).")
+    ] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over flips (and 90-degree turns when square).")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    cache: Annotated[
+        Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")
+    ] = None,
+) -> None:
+    """Score a bundle: metrics with lesion-bootstrap CIs, calibration, operating point, subgroups, report."""
+    from dermxai.evaluation.evaluate import evaluate, from_labels, from_split
+
+    if labels is not None and data is None and split is None:
+        eval_set = from_labels(labels, images)
+    elif data is not None and split is not None and labels is None:
+        eval_set = from_split(data, split, subset, images)
+    else:
+        raise ValueError("give either --data DIR --split SPLIT.csv [--subset test] or --images DIR --labels CSV")
+    if bootstrap < 1:
+        raise ValueError(f"--bootstrap must be at least 1, not {bootstrap}")
+    metrics = evaluate(
+        model,
+        eval_set,
+        out,
+        tta=tta,
+        n_bootstrap=bootstrap,
+        seed=seed,
+        batch_size=batch_size,
+        cache_dir=cache,
+        command=_command_line(ctx),
+    )
+    from dermxai.evaluation.report import with_ci
+
+    console.print(
+        f"{metrics['n']} images: accuracy {with_ci(metrics, 'accuracy')}, balanced accuracy "
+        f"{with_ci(metrics, 'balanced_accuracy')}, macro AUC {with_ci(metrics, 'macro_auc')}, "
+        f"ECE {with_ci(metrics, 'ece')} -> {out}/report.md"
+    )
+
+
+@app.command("calibrate")
+@clear_errors
+def calibrate_command(
+    model: Annotated[Path, typer.Option("--model", help="Model bundle folder (its config.json is updated).")],
+    data: DataOption,
+    split: Annotated[Path, typer.Option("--split", help="Split CSV; only its val subset is used.")],
+    images: ImagesOption = None,
+    target_sensitivity: Annotated[
+        float, typer.Option(help="Malignant sensitivity the threshold must reach on val.")
+    ] = 0.90,
+    batch_size: int = 64,
+    cache: Annotated[
+        Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")
+    ] = None,
+) -> None:
+    """Fit temperature scaling and the malignant threshold on validation; store them in the bundle."""
+    from dermxai.evaluation.calibration import calibrate_bundle
+
+    config = calibrate_bundle(
+        model, data, split, target_sensitivity, images=images, cache_dir=cache, batch_size=batch_size
+    )
+    c = config["calibration"]
+    if "tau" in c:
+        eces = c.get("val_ece_by_tau", {})
+        by_tau = ", ".join(f"{t}: {v:.3f}/{eces.get(t, float('nan')):.3f}" for t, v in c["val_bacc_by_tau"].items())
+        console.print(
+            f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy / ECE by tau: {by_tau})"
+        )
+    console.print(
+        f"temperature {config['temperature']:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
+        f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}); malignant threshold "
+        f"{config['thresholds']['malignant']:.3f} (val sensitivity {c['val_sensitivity']:.3f}, "
+        f"specificity {c['val_specificity']:.3f}) -> {model}/config.json"
+    )
+
+
+@app.command("gate")
+@clear_errors
+def gate_command(
+    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    data: DataOption,
+    split: Annotated[
+        Path, typer.Option("--split", help="Split CSV: fitted on train (+ variants) and val, measured on test.")
+    ],
+    images: ImagesOption = None,
+    write: Annotated[
+        bool, typer.Option("--write", help="Store the gate in the bundle (ood_gate.npz, config.json).")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the measured report as JSON here.")] = None,
+    crops: Annotated[int, typer.Option(help="Crops per source image of the non-dermoscopic set.")] = 6,
+) -> None:
+    """Fit the out-of-distribution gate on train/val and measure what it withholds (test, shifted, non-dermoscopic)."""
+    from dermxai.evaluation.calibration import write_config
+    from dermxai.evaluation.gate import fit_bundle_gate, gate_report
+    from dermxai.evaluation.ood_set import non_dermoscopic_set
+    from dermxai.inference.predictor import Predictor
+
+    predictor = Predictor(model, prefer_onnx=False)  # features of the weights themselves, whatever the graph
+    gate, record = fit_bundle_gate(predictor, data, split, images=images)
+    report = {"gate": record, **gate_report(predictor, gate, data, split, non_dermoscopic_set(crops), images=images)}
+    if write:
+        gate.save(model)
+        write_config(model, {**predictor.config, "gate_layer": record["gate_layer"], "ood_gate": record})
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+    table = Table(
+        title=f"Out-of-distribution gate of {model} (threshold {gate.threshold:.3f}, "
+        f"{record['val_accept_rate']:.1%} of val accepted)"
+    )
+    for column in ("images", "n", "withheld"):
+        table.add_column(column, justify="left" if column == "images" else "right")
+    for name, row in report["withheld"].items():
+        table.add_row(name, str(row["n"]), f"{row['share']:.1%}")
+    console.print(table)
+    console.print(
+        f"AUROC, test dermoscopy vs not dermoscopy: {report['auroc_test_vs_not_dermoscopy']:.3f}"
+        + (f"; gate written to {model}" if write else "")
+    )
+
+
+@app.command("compare")
+@clear_errors
+def compare_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (with metrics.json and/or bundle/).")],
+    out: Annotated[Path, typer.Option("--out", help="Markdown table to write.")],
+) -> None:
+    """One table of several evaluated models: the source study's columns plus CIs, calibration, provenance."""
+    from dermxai.evaluation.compare import compare_table
+
+    text = compare_table(run_dirs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    console.print(text, markup=False, highlight=False)
+
+
+@app.command("leak")
+@clear_errors
+def leak_command(
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for every arm's data, run, evaluation and leak.md.")],
+    arch: str = "efficientnet_lite0",
+    weights: str = "imagenet",
+    height: int = 75,
+    width: int = 100,
+    epochs: int = 15,
+    batch_size: int = 64,
+    seed: int = 0,
+    arms: Annotated[
+        str, typer.Option(help="Comma-separated arms: lesion, image, oversample_plain, oversample_augmented.")
+    ] = "lesion,image,oversample_plain,oversample_augmented",
+    limit_train_batches: Annotated[
+        float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch (default: the honest arm's).")
+    ] = 1.0,
+    image_split: Annotated[
+        Path | None, typer.Option(help="Existing image-level split (default: made with --seed).")
+    ] = None,
+    lesion_split: Annotated[
+        Path | None, typer.Option(help="Existing lesion-grouped split (default: made with --seed).")
+    ] = None,
+    bootstrap: int = 1000,
+    accelerator: str = "auto",
+    progress: bool = True,
+) -> None:
+    """Train one recipe on the honest split and on each leaky one; show what each mistake adds (leak.md)."""
+    from dermxai.evaluation.leak import LEAK_RECIPE, run_leak
+    from dermxai.models.pretrained import PretrainedWeightsUnavailable
+
+    config = TrainConfig.from_dict(
+        {
+            **LEAK_RECIPE,
+            "arch": arch,
+            "weights": weights,
+            "height": height,
+            "width": width,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+            "limit_train_batches": int(limit_train_batches) if limit_train_batches > 1 else limit_train_batches,
+        }
+    )
+    try:
+        run_leak(
+            data,
+            out,
+            config,
+            splits={"image": image_split, "lesion": lesion_split},
+            arms=[arm.strip() for arm in arms.split(",") if arm.strip()],
+            n_bootstrap=bootstrap,
+            accelerator=accelerator,
+            progress=progress,
+        )
+    except PretrainedWeightsUnavailable as error:
+        raise ValueError(str(error)) from None
+    console.print((out / "leak.md").read_text(), markup=False, highlight=False)
+
+
+@app.command("export")
+@clear_errors
+def export_command(
+    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="ONNX file to write (default: BUNDLE/model.onnx, used by serving).")
+    ] = None,
+    check_images: Annotated[
+        Path | None,
+        typer.Option("--check-images", help="Images for the parity check (default: the committed fixture)."),
+    ] = None,
+    opset: int = 18,
+) -> None:
+    """Export a bundle to ONNX (dynamic batch) after checking ONNX Runtime matches PyTorch within 1e-4."""
+    from dermxai.export import export_onnx
+
+    report = export_onnx(model, onnx, check_images, opset)
+    console.print(
+        f"{report.path}: parity on {report.checked_on}: max probability difference "
+        f"{report.max_prob_diff:.1e} (max logit difference {report.max_logit_diff:.1e})"
+    )

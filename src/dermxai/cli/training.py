@@ -1,0 +1,162 @@
+"""``dermxai train`` and ``dermxai experiment``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dermxai.cli.base import DataOption, ImagesOption, app, clear_errors, console, errors
+from dermxai.data.errors import DatasetError
+from dermxai.training.config import TrainConfig
+
+
+@app.command("train")
+@clear_errors
+def train_command(
+    data: DataOption,
+    split: Annotated[Path, typer.Option("--split", help="Split CSV from `dermxai data split`.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, logs, bundle.")],
+    arch: Annotated[
+        str, typer.Option(help="resnet18, densenet121, efficientnet_b0, efficientnet_lite0 or any timm name.")
+    ] = TrainConfig.arch,
+    weights: Annotated[str, typer.Option(help="imagenet, none, or a weights file.")] = TrainConfig.weights,
+    images: ImagesOption = None,
+    epochs: int = TrainConfig.epochs,
+    batch_size: int = TrainConfig.batch_size,
+    lr: float = TrainConfig.lr,
+    backbone_lr_scale: float = TrainConfig.backbone_lr_scale,
+    freeze_epochs: int = TrainConfig.freeze_epochs,
+    height: int = TrainConfig.height,
+    width: int = TrainConfig.width,
+    loss: Annotated[str, typer.Option(help="ce or focal.")] = TrainConfig.loss,
+    class_weighted: Annotated[
+        bool, typer.Option(help="Inverse-frequency class weights in the loss.")
+    ] = TrainConfig.class_weighted,
+    class_weight_power: Annotated[
+        float, typer.Option(help="Class weights (1/count)**power: 1 inverse, 0.5 sqrt-inverse.")
+    ] = TrainConfig.class_weight_power,
+    ema_decay: Annotated[
+        float, typer.Option(help="EMA of the weights, validated and shipped (0: off; e.g. 0.999).")
+    ] = TrainConfig.ema_decay,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto, 32-true, bf16-mixed or 16-mixed (auto: bf16 on CPUs with AVX512-BF16/AMX, mixed on GPUs)."
+        ),
+    ] = TrainConfig.precision,
+    balanced_sampler: Annotated[bool, typer.Option(help="Draw class-balanced batches.")] = TrainConfig.balanced_sampler,
+    label_smoothing: float = TrainConfig.label_smoothing,
+    patience: int = TrainConfig.patience,
+    augment: Annotated[
+        bool, typer.Option(help="Random flips, rotations, crops and colour jitter on each batch.")
+    ] = True,
+    seed: int = TrainConfig.seed,
+    limit_train_batches: Annotated[
+        float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")
+    ] = 1.0,
+    cache: Annotated[Path | None, typer.Option(help="Image cache folder (default under ~/.cache/dermxai).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    accelerator: str = "auto",
+    devices: Annotated[str, typer.Option(help="Devices per node (number or 'auto').")] = "1",
+    num_nodes: int = 1,
+    strategy: Annotated[str, typer.Option(help="auto, ddp, ddp_spawn, ...")] = "auto",
+    progress: bool = True,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many minutes; the bundle is still written from the best epoch."),
+    ] = None,
+) -> None:
+    """Fine-tune a backbone on the train split, select on validation balanced accuracy, write a bundle."""
+    from dermxai.models.pretrained import PretrainedWeightsUnavailable
+    from dermxai.training.config import AugmentConfig
+    from dermxai.training.module import NonFiniteLoss
+    from dermxai.training.run import train
+
+    config = TrainConfig(
+        arch=arch,
+        weights=weights,
+        height=height,
+        width=width,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        backbone_lr_scale=backbone_lr_scale,
+        freeze_epochs=freeze_epochs,
+        loss=loss,
+        class_weighted=class_weighted,
+        class_weight_power=class_weight_power,
+        ema_decay=ema_decay,
+        precision=precision,
+        balanced_sampler=balanced_sampler,
+        label_smoothing=label_smoothing,
+        patience=patience,
+        seed=seed,
+        augment=AugmentConfig(enabled=augment),
+        limit_train_batches=int(limit_train_batches) if limit_train_batches > 1 else limit_train_batches,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    try:
+        bundle = train(
+            data,
+            split,
+            out,
+            config,
+            images=images,
+            cache_dir=cache,
+            resume=resume,
+            accelerator=accelerator,
+            devices=int(devices) if devices.isdigit() else devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            progress=progress,
+            max_minutes=max_minutes,
+        )
+    except (DatasetError, ValueError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    except (NonFiniteLoss, OSError) as error:
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        errors.print(f"[bold red]training stopped:[/] {error}; {kept} (continue with --resume)", highlight=False)
+        raise typer.Exit(1) from None
+    if bundle:
+        console.print(f"bundle written to {bundle}")
+
+
+@app.command("experiment")
+def experiment_command(
+    config_file: Annotated[Path, typer.Argument(help="YAML: data, split, out, models, recipe (TrainConfig fields).")],
+    accelerator: str = "auto",
+    devices: str = "1",
+    progress: bool = True,
+) -> None:
+    """Train several architectures with one recipe, one run folder each (ready for evaluate and compare)."""
+    import yaml
+
+    from dermxai.training.run import train
+
+    try:
+        spec = yaml.safe_load(config_file.read_text())
+        recipe = spec.get("recipe", {})
+        for arch in spec["models"]:
+            out = Path(spec["out"]) / arch
+            config = TrainConfig.from_dict({**recipe, "arch": arch})
+            resume = (out / "checkpoints" / "last.ckpt").is_file()
+            if (out / "bundle").is_dir():
+                console.print(f"{arch}: bundle already in {out}, skipped")
+                continue
+            console.print(f"{arch}: training into {out}" + (" (resuming)" if resume else ""))
+            train(
+                Path(spec["data"]),
+                Path(spec["split"]),
+                out,
+                config,
+                resume=resume,
+                accelerator=accelerator,
+                devices=int(devices) if devices.isdigit() else devices,
+                progress=progress,
+            )
+    except (OSError, KeyError, ValueError, yaml.YAMLError, DatasetError) as error:
+        errors.print(f"[bold red]error:[/] {config_file}: {type(error).__name__}: {error}", highlight=False)
+        raise typer.Exit(2) from None
