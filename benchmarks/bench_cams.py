@@ -21,8 +21,8 @@ from timing import machine, repeat, spread
 from dermxai.export import check_images, export_onnx
 from dermxai.inference.cams import METHODS, explain
 from dermxai.inference.onnx_backend import OnnxBackend
-from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
+from dermxai.preprocessing import to_batch
 from dermxai.probabilities import softmax
 
 

@@ -24,9 +24,9 @@ from timing import machine, repeat, spread
 from dermxai.data.labels import CLASSES
 from dermxai.export import check_images, export_onnx
 from dermxai.inference.onnx_backend import OnnxBackend
-from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import save_bundle
 from dermxai.models.registry import create_model
+from dermxai.preprocessing import to_batch
 from dermxai.probabilities import softmax
 
 ARCHS = ("resnet18", "densenet121", "efficientnet_b0", "efficientnet_lite0")

@@ -18,15 +18,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dermxai.data.cache import resize_cover
 from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.gate import FIXED_SHIFTS, acquisition_variant
 from dermxai.evaluation.metrics import binary_auc
 from dermxai.evaluation.ood_set import non_dermoscopic_set
 from dermxai.inference.feature_gate import fit_gate, fit_threshold
-from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
 from dermxai.models.features import pooled_mean_std
+from dermxai.preprocessing import resize_cover, to_batch
 
 DATA, SPLIT = Path("../shared/data/ham10000"), Path("splits/ham10000_seed0.csv")
 

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from dermxai.data.cache import build_cache, load_resized
+from dermxai.data.cache import build_cache
+from dermxai.preprocessing import load_resized
 
 
 @pytest.fixture()

@@ -164,17 +164,17 @@ def png(path) -> tuple[int, int]:
 
 
 def test_explain_prints_the_calibrated_probability_and_writes_a_png(tmp_path, bundles, lesion, monkeypatch):
-    from dermxai.explain.io import read_image
+    from dermxai.explain.io import read_model_input
     from dermxai.inference import cams
-    from dermxai.inference.preprocess import to_batch
     from dermxai.models.bundle import load_bundle
+    from dermxai.preprocessing import to_batch
 
     out = tmp_path / "cam.png"
     result = runner.invoke(app, ["explain", "--model", str(bundles[0]), lesion["path"], "--out", str(out)])
     assert result.exit_code == 0, result.output
     model, config = load_bundle(bundles[0])
     with torch.no_grad():
-        probs = torch.softmax(model(to_batch(read_image(lesion["path"], config), config)) / 2.0, -1)[0]
+        probs = torch.softmax(model(to_batch(read_model_input(lesion["path"], config), config)) / 2.0, -1)[0]
     top = int(probs.argmax())
     assert result.output.split()[:2] == [CLASSES[top], f"{probs[top]:.3f}"]
     single = png(out)
@@ -350,7 +350,7 @@ def test_stability_is_one_for_a_flip_equivariant_model_and_low_for_a_fixed_quadr
     config = {"cam_layer": "act", "height": 24, "width": 32, "mean": [0, 0, 0], "std": [1, 1, 1]}
     images = (np.random.default_rng(0).random((2, 24, 32, 3)) * 255).astype(np.uint8)
     images[:, 2:8, 3:9] = [255, 0, 0]  # an off-centre red square
-    from dermxai.inference.preprocess import to_batch
+    from dermxai.preprocessing import to_batch
 
     for model, expect_stable in ((Equivariant(), True), (TopLeftModel(), False)):
         cams, _ = explain(model, config, to_batch(images, config), "hirescam", [0, 0])

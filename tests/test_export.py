@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from dermxai.cli import app
 from dermxai.export import ParityError, check_images, export_onnx
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
-from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle, save_bundle
 from dermxai.models.registry import create_model
+from dermxai.preprocessing import to_batch
 from dermxai.probabilities import softmax
 
 runner = CliRunner()

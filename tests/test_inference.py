@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 from dermxai.assets import DEFAULT_MODEL as DEFAULT
 from dermxai.assets import EXAMPLES
 from dermxai.cli import app
-from dermxai.data.cache import load_resized, resize_cover
 from dermxai.inference.bundles import default_bundle, installed_bundles
 from dermxai.inference.inputs import InvalidImage, read_image
 from dermxai.inference.ood import calibrated_probabilities, energy, fit_abstention
 from dermxai.inference.predictor import Ensemble, Predictor
+from dermxai.preprocessing import load_resized, resize_cover
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -47,7 +47,7 @@ def test_pretrained_features_separate_images_better_than_random_init(fixture_tab
     """ImageNet features make an image closer to its flipped self than to other lesions."""
     import numpy as np
 
-    from dermxai.data.cache import load_resized
+    from dermxai.preprocessing import load_resized
 
     pixels = np.stack([load_resized(p, (128, 160)) for p in fixture_table["path"][:8]])
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1)

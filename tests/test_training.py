@@ -10,15 +10,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 from typer.testing import CliRunner
 
 from dermxai.cli import app
-from dermxai.data.cache import load_resized
 from dermxai.data.labels import CLASSES
+from dermxai.inference.predictor import Predictor
 from dermxai.models.bundle import load_bundle
+from dermxai.models.registry import architecture
+from dermxai.preprocessing import load_resized, to_batch, to_unit
+from dermxai.training.config import TrainConfig
+from dermxai.training.module import Classifier
+from tests.test_export import tiny_bundle
 
 runner = CliRunner()
 TINY = [
@@ -109,10 +116,9 @@ def test_training_loss_falls_and_the_model_beats_chance_on_its_training_images(
     assert config["classes"] == list(CLASSES) and config["epochs_trained"] == 10
     last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in last.items() if k.startswith("model.")})
-    pixels = torch.stack([torch.from_numpy(load_resized(p, (48, 48)).copy()) for p in fixture_table["path"]])
-    mean, std = (torch.tensor(config[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    pixels = np.stack([load_resized(p, (48, 48)) for p in fixture_table["path"]])
     with torch.no_grad():
-        predicted = model.eval()((pixels.permute(0, 3, 1, 2).float() / 255 - mean) / std).argmax(1)
+        predicted = model.eval()(to_batch(pixels, config)).argmax(1)
     truth = torch.tensor([CLASSES.index(d) for d in fixture_table["dx"]])
     assert (predicted == truth).float().mean() > 0.6  # chance is 1/7
 
@@ -284,3 +290,14 @@ def test_experiment_config_trains_each_model_into_its_own_run_folder(tmp_path, f
     )
     bad = runner.invoke(app, ["experiment", str(config)])
     assert bad.exit_code == 2 and "unknown training option(s): epochz" in " ".join(bad.output.split())
+
+
+def test_training_forward_equals_the_served_model_on_the_same_image(tmp_path, fixture_table):
+    """The one preprocessing: Classifier's to_unit + standardise == the bundle served by the Predictor."""
+    model, config = load_bundle(tiny_bundle(tmp_path))
+    module = Classifier(model, architecture("resnet18"), TrainConfig(arch="resnet18", weights="none"), nn.Identity())
+    pixels = load_resized(fixture_table["path"].iloc[0], (config["height"], config["width"]))
+    with torch.no_grad():
+        trained = module.eval()(to_unit(torch.from_numpy(pixels.copy())[None]))[0].numpy()
+    served = Predictor(tmp_path).logits(pixels[None])[0]
+    np.testing.assert_allclose(served, trained, rtol=1e-4, atol=1e-4)

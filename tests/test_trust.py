@@ -108,7 +108,7 @@ def test_a_20000_by_1_png_is_resized_without_allocating_gigabytes(tmp_path):
         import resource, io, sys
         sys.path.insert(0, {str(ROOT / "src")!r})
         from PIL import Image
-        from dermxai.data.cache import resize_cover
+        from dermxai.preprocessing import resize_cover
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
         for size in ((20000, 1), (1, 60000)):
             out = resize_cover(Image.new("RGB", size, (200, 100, 50)), (300, 400))
@@ -239,7 +239,7 @@ def test_advice_never_calls_a_flagged_spot_harmless():
 @pytest.mark.parametrize("source", [(600, 103), (13, 7), (828, 1792), (767, 1022), (200, 150), (600, 450)])
 @pytest.mark.parametrize("target", [(150, 200), (64, 85), (224, 224)])
 def test_resize_cover_never_fails_on_awkward_sizes(source, target):
-    from dermxai.data.cache import resize_cover
+    from dermxai.preprocessing import resize_cover
 
     assert resize_cover(Image.new("RGB", source, (10, 20, 30)), target).shape == (*target, 3)
 

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from dermxai.assets import EXAMPLES
-from dermxai.data.cache import load_resized
 from dermxai.inference.onnx_backend import (
     CONFIG_KEY,
     ONNX_NAME,
@@ -24,9 +23,9 @@ from dermxai.inference.onnx_backend import (
     config_digest,
     weights_digest,
 )
-from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import gate_layer, load_bundle
 from dermxai.models.features import WithFeatures
+from dermxai.preprocessing import load_resized, to_batch
 from dermxai.probabilities import served_probabilities
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}

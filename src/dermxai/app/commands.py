@@ -12,10 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dermxai.options import ModelOption
+
 console = Console(soft_wrap=True)  # messages keep paths whole; tables still fit the terminal
-ModelOption = Annotated[
-    Path | None, typer.Option("--model", help="Model bundle (default: $DERMXAI_MODEL or the installed default model).")
-]
 CertOption = Annotated[Path | None, typer.Option("--ssl-cert", help="TLS certificate (PEM) to serve HTTPS.")]
 KeyOption = Annotated[Path | None, typer.Option("--ssl-key", help="TLS private key (PEM) to serve HTTPS.")]
 APP_SCRIPT = Path(__file__).with_name("streamlit_app.py")

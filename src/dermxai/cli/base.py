@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,15 +18,6 @@ app.add_typer(data_app, name="data")
 console = Console(soft_wrap=True)  # messages keep paths whole; tables still fit the terminal
 errors = Console(stderr=True, soft_wrap=True)
 
-DataOption = Annotated[Path, typer.Option("--data", help="Dataset folder (HAM10000 layout) or label CSV.")]
-ImagesOption = Annotated[Path | None, typer.Option("--images", help="Image folder, when --data is a CSV elsewhere.")]
-HashOption = Annotated[
-    int, typer.Option("--hash-distance", help="pHash distance at or below which images are near-duplicates.")
-]
-ReviewedOption = Annotated[
-    Path | None,
-    typer.Option("--duplicates", help="Reviewed near-duplicate pairs CSV (default: the HAM10000 one shipped)."),
-]
 DEFAULT_HASH_DISTANCE = 0  # = dermxai.data.splits.DEFAULT_HASH_DISTANCE (a test checks), not imported: pandas is slow
 
 

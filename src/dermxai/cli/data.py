@@ -9,17 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dermxai.cli.base import (
-    DEFAULT_HASH_DISTANCE,
-    DataOption,
-    HashOption,
-    ImagesOption,
-    ReviewedOption,
-    clear_errors,
-    console,
-    data_app,
-    errors,
-)
+from dermxai.cli.base import DEFAULT_HASH_DISTANCE, clear_errors, console, data_app, errors
+from dermxai.options import DataOption, HashOption, ImagesOption, ReviewedOption
 
 
 @data_app.command("split")

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dermxai.cli.base import DataOption, ImagesOption, _command_line, app, clear_errors, console
+from dermxai.cli.base import _command_line, app, clear_errors, console
+from dermxai.options import BundleOption, DataOption, ImagesOption
 from dermxai.training.config import TrainConfig
 
 
@@ -17,7 +18,7 @@ from dermxai.training.config import TrainConfig
 @clear_errors
 def evaluate_command(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    model: BundleOption,
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, predictions.csv, report.md, plots.")],
     data: Annotated[Path | None, typer.Option("--data", help="Dataset folder (with --split and --subset).")] = None,
     split: Annotated[Path | None, typer.Option("--split", help="Split CSV.")] = None,
@@ -104,7 +105,7 @@ def calibrate_command(
 @app.command("gate")
 @clear_errors
 def gate_command(
-    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    model: BundleOption,
     data: DataOption,
     split: Annotated[
         Path, typer.Option("--split", help="Split CSV: fitted on train (+ variants) and val, measured on test.")
@@ -225,7 +226,7 @@ def leak_command(
 @app.command("export")
 @clear_errors
 def export_command(
-    model: Annotated[Path, typer.Option("--model", help="Model bundle folder.")],
+    model: BundleOption,
     onnx: Annotated[
         Path | None, typer.Option("--onnx", help="ONNX file to write (default: BUNDLE/model.onnx, used by serving).")
     ] = None,

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from dermxai.cli.base import DataOption, ImagesOption, app, clear_errors, console, errors
+from dermxai.cli.base import app, clear_errors, console, errors
 from dermxai.data.errors import DatasetError
+from dermxai.options import DataOption, ImagesOption
 from dermxai.training.config import TrainConfig
 
 
@@ -125,6 +126,7 @@ def train_command(
 
 
 @app.command("experiment")
+@clear_errors
 def experiment_command(
     config_file: Annotated[Path, typer.Argument(help="YAML: data, split, out, models, recipe (TrainConfig fields).")],
     accelerator: str = "auto",
@@ -132,31 +134,12 @@ def experiment_command(
     progress: bool = True,
 ) -> None:
     """Train several architectures with one recipe, one run folder each (ready for evaluate and compare)."""
-    import yaml
+    from dermxai.training.experiment import run_experiment
 
-    from dermxai.training.run import train
-
-    try:
-        spec = yaml.safe_load(config_file.read_text())
-        recipe = spec.get("recipe", {})
-        for arch in spec["models"]:
-            out = Path(spec["out"]) / arch
-            config = TrainConfig.from_dict({**recipe, "arch": arch})
-            resume = (out / "checkpoints" / "last.ckpt").is_file()
-            if (out / "bundle").is_dir():
-                console.print(f"{arch}: bundle already in {out}, skipped")
-                continue
-            console.print(f"{arch}: training into {out}" + (" (resuming)" if resume else ""))
-            train(
-                Path(spec["data"]),
-                Path(spec["split"]),
-                out,
-                config,
-                resume=resume,
-                accelerator=accelerator,
-                devices=int(devices) if devices.isdigit() else devices,
-                progress=progress,
-            )
-    except (OSError, KeyError, ValueError, yaml.YAMLError, DatasetError) as error:
-        errors.print(f"[bold red]error:[/] {config_file}: {type(error).__name__}: {error}", highlight=False)
-        raise typer.Exit(2) from None
+    run_experiment(
+        config_file,
+        accelerator=accelerator,
+        devices=int(devices) if devices.isdigit() else devices,
+        progress=progress,
+        log=console.print,
+    )

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+
+from dermxai.preprocessing import load_resized
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,29 +46,6 @@ def fingerprint(paths: list[str], image_ids: list[str], size: tuple[int, int]) -
         stat = os.stat(path)
         digest.update(f"{image_id}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()
-
-
-def load_resized(path: str, size: tuple[int, int]) -> np.ndarray:
-    """Decode an image file as RGB and resize it to cover ``size`` (h, w), centre-cropping the excess."""
-    with Image.open(path) as image:
-        return resize_cover(image.convert("RGB"), size)
-
-
-def resize_cover(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """Resize an RGB image to cover ``size`` (h, w), centre-crop the excess: the training preprocessing.
-
-    The centred box is cut in the source's coordinates and resampled straight to ``size``, so no
-    intermediate larger than the output is ever allocated (a 20000x1 image would otherwise be scaled up to
-    3,000,000x150 before the crop).
-    """
-    height, width = size
-    scale = max(height / image.height, width / image.width)
-    box_w, box_h = min(image.width, width / scale), min(image.height, height / scale)
-    left, top = max(0.0, (image.width - box_w) / 2), max(0.0, (image.height - box_h) / 2)
-    if scale == 1 and left == int(left) and top == int(top):
-        return np.array(image.crop((int(left), int(top), int(left) + width, int(top) + height)))
-    box = (left, top, min(float(image.width), left + box_w), min(float(image.height), top + box_h))
-    return np.array(image.resize((width, height), Image.BILINEAR, box=box))
 
 
 def build_cache(table: pd.DataFrame, cache_dir: str | Path, size: tuple[int, int], workers: int = 4) -> ImageCache:

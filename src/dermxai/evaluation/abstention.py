@@ -13,11 +13,11 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from dermxai.data.cache import resize_cover
 from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.predict import load_images, predict_logits
 from dermxai.inference.ood import abstain_reasons, fit_abstention
 from dermxai.inference.predictor import Predictor
+from dermxai.preprocessing import resize_cover
 from dermxai.probabilities import decision_logits
 
 WORDS = ("invoice", "hello world", "Lorem ipsum dolor", "2026-11-27", "dermxai", "QWERTY 123", "sale -50%")

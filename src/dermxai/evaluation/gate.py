@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from dermxai.data.cache import resize_cover
 from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.metrics import binary_auc
 from dermxai.inference.feature_gate import DEFAULT_COMPONENTS, TARGET_ACCEPT, FeatureGate, fit_gate, fit_threshold
 from dermxai.models.bundle import gate_layer
+from dermxai.preprocessing import resize_cover
 
 
 def acquisition_variant(image: Image.Image, rng: np.random.Generator) -> Image.Image:

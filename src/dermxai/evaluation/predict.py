@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dermxai.data.cache import build_cache, load_resized
-from dermxai.inference.preprocess import to_batch
+from dermxai.data.cache import build_cache
+from dermxai.preprocessing import load_resized, to_batch
 
 
 def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:

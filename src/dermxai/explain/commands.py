@@ -8,10 +8,8 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand
 
-ModelOption = Annotated[
-    Path | None,
-    typer.Option("--model", help="Model bundle (default: the installed default model, or $DERMXAI_MODEL when set)."),
-]
+from dermxai.options import ModelOption
+
 METHOD_HELP = "CAM method: gradcam, gradcam++, hirescam, layercam, xgradcam, eigencam or scorecam."
 MethodOption = Annotated[str | None, typer.Option("--method", help=METHOD_HELP + " Default: the model's.")]
 PER_ROW = 4  # panels per row of an --all-methods figure
@@ -37,7 +35,7 @@ class ManyValues(TyperCommand):
 
 def _explain_file(predictor, image: Path, method: str, target_class: str | None):
     """(model-input pixels, Explanation) of an image file, through the shared Predictor (validated input)."""
-    from dermxai.data.cache import resize_cover
+    from dermxai.preprocessing import resize_cover
 
     if not image.is_file():
         raise FileNotFoundError(f"{image}: no such image file")

@@ -22,10 +22,10 @@ from PIL import Image, ImageFilter
 from dermxai.data.index import load_dataset
 from dermxai.data.splits import read_split
 from dermxai.explain import scores
-from dermxai.explain.io import read_image, read_mask
+from dermxai.explain.io import read_mask, read_model_input
 from dermxai.inference.cams import check_method, explain
-from dermxai.inference.preprocess import to_batch
 from dermxai.models.bundle import load_bundle
+from dermxai.preprocessing import to_batch
 from dermxai.probabilities import served_probabilities, temperature
 
 METRICS = ("in_mask_energy", "pointing_game", "deletion_auc", "insertion_auc")
@@ -108,7 +108,7 @@ def score_batch(
     ``faithfulness=False`` scores localisation only (in-mask energy, pointing game): no deletion/insertion
     curves and no stability, about 10x faster, for choosing a layer and method.
     """
-    images = np.stack([read_image(p, config) for p in rows["path"]])
+    images = np.stack([read_model_input(p, config) for p in rows["path"]])
     batch = to_batch(images, config)
     with torch.no_grad():
         probs = probabilities(model(batch), config)

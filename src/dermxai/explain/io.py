@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from dermxai.data.cache import load_resized
 from dermxai.data.index import MASK_SUFFIX
+from dermxai.preprocessing import load_resized
 
 
-def read_image(path: str | Path, config: dict) -> np.ndarray:
+def read_model_input(path: str | Path, config: dict) -> np.ndarray:
     """The image as the model sees it: uint8 (H, W, 3) at the bundle's input size."""
     path = Path(path)
     if not path.is_file():
@@ -31,7 +31,7 @@ def read_mask(path: str | Path, config: dict) -> np.ndarray:
     """A lesion mask (white = lesion) as a boolean (H, W) array, resized exactly like the image."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such mask file")
-    return read_image(path, config)[..., 0] > 127
+    return read_model_input(path, config)[..., 0] > 127
 
 
 def image_id_of(path: str | Path) -> str:

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dermxai.data.cache import resize_cover
 from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 from dermxai.inference.feature_gate import FeatureGate, load_gate
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend, weights_digest
 from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
-from dermxai.inference.preprocess import to_array, to_batch
 from dermxai.models.bundle import load_bundle, read_config
+from dermxai.preprocessing import resize_cover, to_array, to_batch
 from dermxai.probabilities import decision_logits, temperature
 
 

@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dermxai.data.labels import CLASSES
 from dermxai.models.registry import Architecture
+from dermxai.preprocessing import standardise, to_unit
 from dermxai.training.augment import augment_batch
 from dermxai.training.config import TrainConfig
 
@@ -44,20 +45,16 @@ class Classifier(L.LightningModule):
         """The weights that are validated and shipped: the EMA when kept, else the trained model."""
         return self.ema.module if self.ema is not None else self.model
 
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W)."""
-        return images.permute(0, 3, 1, 2).float().div(255)
-
     def forward(self, images: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return (model or self.model)(x)
+        """Logits of [0, 1] float images (N, 3, H, W), standardised here as serving does (``preprocessing``)."""
+        return (model or self.model)(standardise(images, self.mean, self.std))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         generator = torch.Generator(device=images.device).manual_seed(
             self.config.seed * 1_000_003 + self.global_step * 97 + self.global_rank
         )
-        x = self.normalise(images)
+        x = to_unit(images)
         if self.config.augment.enabled:
             x = augment_batch(x, self.config.augment, generator)
         logits = self(x)
@@ -75,7 +72,7 @@ class Classifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
-        logits = self(self.normalise(images), self.final_model)
+        logits = self(to_unit(images), self.final_model)
         self.val_bacc(logits, labels)
         self.val_acc(logits, labels)
         self.log("val/loss", nn.functional.cross_entropy(logits, labels), on_epoch=True)

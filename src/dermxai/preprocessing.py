@@ -1,0 +1,75 @@
+"""The model input, defined once for training, serving, export, CAMs and tests.
+
+An image becomes a model input in two steps: **resize** (``resize_cover``: cover the bundle's input size,
+centre-crop the excess; ``load_resized`` from a file, EXIF orientation applied), then **normalise**
+(uint8 -> [0, 1] -> ``(x - mean) / std`` with the bundle's mean and std). Training splits the second step
+around its augmentation (``to_unit``, augment, ``standardise``); serving does it in one go (``to_array`` in
+numpy for ONNX Runtime, ``to_batch`` for PyTorch). ``tests/test_training.py`` checks that both agree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
+
+
+def load_resized(path: str, size: tuple[int, int]) -> np.ndarray:
+    """Decode an image file as RGB (EXIF orientation applied) and resize it to cover ``size`` (h, w), centre-cropping the excess."""
+    with Image.open(path) as image:
+        return resize_cover(ImageOps.exif_transpose(image).convert("RGB"), size)
+
+
+def resize_cover(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB image to cover ``size`` (h, w), centre-crop the excess: the training preprocessing.
+
+    The centred box is cut in the source's coordinates and resampled straight to ``size``, so no
+    intermediate larger than the output is ever allocated (a 20000x1 image would otherwise be scaled up to
+    3,000,000x150 before the crop).
+    """
+    height, width = size
+    scale = max(height / image.height, width / image.width)
+    box_w, box_h = min(image.width, width / scale), min(image.height, height / scale)
+    left, top = max(0.0, (image.width - box_w) / 2), max(0.0, (image.height - box_h) / 2)
+    if scale == 1 and left == int(left) and top == int(top):
+        return np.array(image.crop((int(left), int(top), int(left) + width, int(top) + height)))
+    box = (left, top, min(float(image.width), left + box_w), min(float(image.height), top + box_h))
+    return np.array(image.resize((width, height), Image.BILINEAR, box=box))
+
+
+def to_array(images: np.ndarray, config: dict) -> np.ndarray:
+    """Scale uint8 images to [0, 1] and normalise with the bundle's mean and std (as in training): float32 NCHW."""
+    if images.ndim == 3:
+        images = images[None]
+    expected = (config["height"], config["width"], 3)
+    if images.dtype != np.uint8 or images.shape[1:] != expected:
+        raise ValueError(
+            f"expected uint8 images of shape (N, {expected[0]}, {expected[1]}, 3), got {images.dtype} {images.shape}"
+        )
+    batch = images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+    mean = np.asarray(config["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(config["std"], dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((batch - mean) / std)
+
+
+def to_batch(images: np.ndarray, config: dict) -> torch.Tensor:
+    """:func:`to_array` as a torch tensor."""
+    import torch
+
+    return torch.from_numpy(to_array(images, config))
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1]: what training augments."""
+    return images.permute(0, 3, 1, 2).float().div(255)
+
+
+def standardise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std per channel (``mean``, ``std`` shaped (1, 3, 1, 1)), channels_last for the convolutions."""
+    import torch
+
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
