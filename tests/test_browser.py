@@ -89,7 +89,8 @@ def app_url():
 
 
 def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app_url, tmp_path):
-    expected = Predictor(DEFAULT_MODEL).predict(EXAMPLE.read_bytes()).top_class
+    served = Predictor(DEFAULT_MODEL)
+    expected = served.predict(EXAMPLE.read_bytes()).top_class
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app_url)
@@ -103,7 +104,7 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     chart = page.locator('[data-testid="stVegaLiteChart"]')
     chart.wait_for()
     assert chart.bounding_box()["height"] > 100
-    heatmap = page.locator('[data-testid="stImage"]').filter(has_text="gradcam heatmap")
+    heatmap = page.locator('[data-testid="stImage"]').filter(has_text=f"{served.cam_method} heatmap")
     heatmap.wait_for()
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=stImage] img')].some(i => i.complete && i.naturalWidth >= 100)"

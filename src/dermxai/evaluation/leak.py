@@ -45,6 +45,12 @@ ROWS = (
     ("macro_f1", "Macro F1"),
     ("macro_auc", "Macro AUC"),
 )
+SHORT = {
+    "lesion": "lesion-grouped\n(honest)",
+    "image": "random\nimage-level",
+    "oversample_plain": "oversampled (plain\ncopies), then split",
+    "oversample_augmented": "oversampled (augmented\ncopies), then split",
+}
 SOURCE_STUDY_ACCURACY = 0.97  # reported for ResNet18, DenseNet121 and EfficientNet-B0 (random split, oversampled)
 
 
@@ -206,8 +212,8 @@ def plot_leak(summary: dict, path: Path) -> None:
         ax.bar([i + offset for i in range(len(names))], values, width, yerr=[lows, highs], capsize=3, label=label)
     ax.axhline(summary["source_study_accuracy"], color="black", linestyle="--", linewidth=1)
     ax.text(len(names) - 0.5, summary["source_study_accuracy"] + 0.01, "source study accuracy", ha="right", fontsize=8)
-    ax.set_xticks(range(len(names)), [ARMS[n].replace(", then", ",\nthen").replace(" split", "\nsplit") for n in names])
-    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xticks(range(len(names)), [SHORT[n] for n in names])
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test figure (own split)")
     ax.legend(loc="lower left", fontsize=8)

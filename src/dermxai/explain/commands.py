@@ -148,7 +148,9 @@ def explain_score_command(
     method: Annotated[
         list[str] | None,
         typer.Option(
-            "--method", help=("CAM method, repeatable (--method gradcam --method layercam); the first is the headline.")
+            "--method",
+            help="CAM method, repeatable (--method gradcam --method layercam); the first is the headline "
+            "(default: the model's).",
         ),
     ] = None,
     limit: Annotated[
@@ -176,15 +178,17 @@ def explain_score_command(
     """Score CAMs against lesion masks (in-mask energy, pointing game, deletion/insertion, stability) vs chance."""
     from dermxai.explain.evaluate import fmt, score_explanations
     from dermxai.inference.bundles import default_bundle
+    from dermxai.models.bundle import cam_method, read_config
 
     if limit is not None and limit < 1:
         raise ValueError("--limit must be at least 1")
+    bundle = model or default_bundle()
     result = score_explanations(
-        model or default_bundle(),
+        bundle,
         data,
         split,
         subset,
-        method or ["gradcam"],
+        method or [cam_method(read_config(bundle))],
         out,
         limit=limit,
         slow_limit=slow_limit,

@@ -22,7 +22,7 @@ from dermxai.inference.feature_gate import FeatureGate, load_gate
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend, weights_digest
 from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
-from dermxai.models.bundle import load_bundle, read_config
+from dermxai.models.bundle import cam_method, load_bundle, read_config
 from dermxai.preprocessing import resize_cover, to_array, to_batch
 from dermxai.probabilities import decision_logits, temperature
 
@@ -156,7 +156,7 @@ class Predictor:
         self.model_id = model_id(self.folder)
         self.classes: list[str] = list(self.config["classes"])
         self.temperature = temperature(self.config)
-        self.cam_method: str = self.config.get("cam_method", "gradcam")  # chosen on validation by explain-score
+        self.cam_method: str = cam_method(self.config)
         self.threshold: float | None = (self.config.get("thresholds") or {}).get("malignant")
         self.abstain_params: dict | None = self.config.get("abstain") or None
         self.size = (int(self.config["height"]), int(self.config["width"]))

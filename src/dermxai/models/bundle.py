@@ -64,6 +64,11 @@ def read_config(folder: str | Path) -> dict:
     return config
 
 
+def cam_method(config: dict) -> str:
+    """The bundle's default heatmap method (chosen on validation by ``explain-score``), else Grad-CAM."""
+    return config.get("cam_method") or "gradcam"
+
+
 def gate_layer(config: dict) -> str | None:
     """The layer feeding the out-of-distribution gate: the bundle's own, else its architecture's default."""
     if config.get("gate_layer"):
