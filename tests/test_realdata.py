@@ -79,14 +79,13 @@ def test_default_model_metrics_are_reproduced_by_evaluate(real_data, tmp_path):
     import json
     from pathlib import Path
 
+    from dermxai.assets import DEFAULT_MODEL
     from dermxai.evaluation.evaluate import evaluate, from_split
 
     root = Path(__file__).resolve().parents[1]
-    shipped = json.loads((root / "models" / "default" / "metrics.json").read_text())
+    shipped = json.loads((DEFAULT_MODEL / "metrics.json").read_text())
     split = root / "splits" / "ham10000_seed0.csv"
-    again = evaluate(
-        root / "models" / "default", from_split(real_data, split, "test"), tmp_path, n_bootstrap=10, report=False
-    )
+    again = evaluate(DEFAULT_MODEL, from_split(real_data, split, "test"), tmp_path, n_bootstrap=10, report=False)
     for key in ("accuracy", "balanced_accuracy", "balanced_accuracy_argmax", "macro_auc", "ece"):
         assert again[key] == pytest.approx(shipped[key], abs=2e-3), key  # other CPUs may round a borderline logit
     changed = sum(
