@@ -22,7 +22,12 @@ DEFAULT_HASH_DISTANCE = 0  # = dermxai.data.splits.DEFAULT_HASH_DISTANCE (a test
 
 
 def clear_errors(command: Callable) -> Callable:
-    """Turn expected failures (bad data, bad arguments) into one red line and exit code 2."""
+    """The error policy of every command: expected failures (bad data or arguments, missing files or weights,
+    failed downloads: ``DatasetError``, ``ValueError``, ``OSError``) become one red line and exit code 2.
+
+    ``train`` adds one case: an interrupted run (non-finite loss, disk full) exits 1 and names the checkpoint
+    to resume from.
+    """
 
     @wraps(command)
     def run(*args, **kwargs):

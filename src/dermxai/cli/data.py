@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dermxai.cli.base import DEFAULT_HASH_DISTANCE, clear_errors, console, data_app, errors
+from dermxai.cli.base import DEFAULT_HASH_DISTANCE, clear_errors, console, data_app
 from dermxai.options import DataOption, HashOption, ImagesOption, ReviewedOption
 
 
@@ -167,16 +167,13 @@ def data_duplicates(
 
 
 @data_app.command("download")
+@clear_errors
 def data_download(
     dest: Annotated[Path, typer.Option("--dest", help="Folder to download and unpack HAM10000 into.")],
     server: Annotated[str, typer.Option(help="Dataverse installation.")] = "https://dataverse.harvard.edu",
 ) -> None:
     """Fetch HAM10000 (images, metadata, lesion masks) from Harvard Dataverse, resumably, checksums verified."""
-    from dermxai.data.download import DownloadError, download_ham10000
+    from dermxai.data.download import download_ham10000
 
-    try:
-        saved = download_ham10000(dest, server=server)
-    except DownloadError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(2) from None
+    saved = download_ham10000(dest, server=server)
     console.print(f"{len(saved)} file(s) verified and unpacked into {dest}")

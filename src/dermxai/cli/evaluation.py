@@ -192,7 +192,6 @@ def leak_command(
 ) -> None:
     """Train one recipe on the honest split and on each leaky one; show what each mistake adds (leak.md)."""
     from dermxai.evaluation.leak import LEAK_RECIPE, run_leak
-    from dermxai.models.pretrained import PretrainedWeightsUnavailable
 
     config = TrainConfig.from_dict(
         {
@@ -207,19 +206,16 @@ def leak_command(
             "limit_train_batches": int(limit_train_batches) if limit_train_batches > 1 else limit_train_batches,
         }
     )
-    try:
-        run_leak(
-            data,
-            out,
-            config,
-            splits={"image": image_split, "lesion": lesion_split},
-            arms=[arm.strip() for arm in arms.split(",") if arm.strip()],
-            n_bootstrap=bootstrap,
-            accelerator=accelerator,
-            progress=progress,
-        )
-    except PretrainedWeightsUnavailable as error:
-        raise ValueError(str(error)) from None
+    run_leak(
+        data,
+        out,
+        config,
+        splits={"image": image_split, "lesion": lesion_split},
+        arms=[arm.strip() for arm in arms.split(",") if arm.strip()],
+        n_bootstrap=bootstrap,
+        accelerator=accelerator,
+        progress=progress,
+    )
     console.print((out / "leak.md").read_text(), markup=False, highlight=False)
 
 

@@ -70,7 +70,6 @@ def train_command(
     ] = None,
 ) -> None:
     """Fine-tune a backbone on the train split, select on validation balanced accuracy, write a bundle."""
-    from dermxai.models.pretrained import PretrainedWeightsUnavailable
     from dermxai.training.config import AugmentConfig
     from dermxai.training.module import NonFiniteLoss
     from dermxai.training.run import train
@@ -114,7 +113,7 @@ def train_command(
             progress=progress,
             max_minutes=max_minutes,
         )
-    except (DatasetError, ValueError, FileNotFoundError, FileExistsError, PretrainedWeightsUnavailable) as error:
+    except (DatasetError, ValueError, FileNotFoundError, FileExistsError) as error:  # incl. missing weights
         errors.print(f"[bold red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
     except (NonFiniteLoss, OSError) as error:

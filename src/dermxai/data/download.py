@@ -28,8 +28,9 @@ CHUNK = 1 << 20
 HASHES = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
 
 
-class DownloadError(RuntimeError):
-    """A download that cannot complete; the message says how to get the files by hand."""
+class DownloadError(OSError):
+    """A download that cannot complete (an I/O failure: the CLI's one-line error, exit 2); the message says how
+    to get the files by hand."""
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
 TOP_KEY = re.compile(r"(_\w+)\.(\w+)$")
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
-    """Weights that cannot be had offline; the message says what to install or place where."""
+class PretrainedWeightsUnavailable(FileNotFoundError):
+    """Weights that cannot be had offline (missing files: the CLI's one-line error, exit 2); the message says
+    what to install or place where."""
 
 
 def lite0_source_state_dict() -> dict[str, torch.Tensor]:
