@@ -145,25 +145,32 @@ def abstention_command(
     folder = _bundle(model)
     report = abstention_report(Predictor(folder), data, split, target, per_kind)
     if write:
-        config_path = folder / "config.json"
-        config = json.loads(config_path.read_text())
-        config["abstain"] = report["abstain"]
-        config_path.write_text(json.dumps(config, indent=2))
+        from dermxai.evaluation.calibration import write_config
+        from dermxai.models.bundle import read_config
+
+        write_config(folder, {**read_config(folder), "abstain": report["abstain"]})  # atomic, like calibrate
     if as_json:
         print(json.dumps(report, indent=2))
         return
     params = report["abstain"]
-    table = Table(
-        title=f"Abstention of {folder} (min confidence {params['min_confidence']:.3f}, "
+    title = (
+        f"Abstention of {folder} (min confidence {params['min_confidence']:.3f}, "
         f"max energy {params['max_energy']:.3f}, fitted on {params['n_val']} val images)"
     )
-    for column in ("images", "n", "abstained"):
-        table.add_column(column, justify="left" if column == "images" else "right")
-    for name, row in report["rates"].items():
-        table.add_row(name, str(row["n"]), f"{row['abstain_rate']:.1%}")
-    console.print(table)
+    rates = {name: (row["n"], row["abstain_rate"]) for name, row in report["rates"].items()}
+    console.print(rate_table(title, "abstained", rates))
     if write:
         console.print(f"thresholds written to {folder / 'config.json'} (config['abstain'])")
+
+
+def rate_table(title: str, label: str, rates: dict[str, tuple[int, float]]) -> Table:
+    """A table of image sets: name, count and the share that ``label`` (abstained, withheld, ...)."""
+    table = Table(title=title)
+    for column in ("images", "n", label):
+        table.add_column(column, justify="left" if column == "images" else "right")
+    for name, (n, share) in rates.items():
+        table.add_row(name, str(n), f"{share:.1%}")
+    return table
 
 
 def app_command(

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
+from dermxai.app.commands import rate_table
 from dermxai.cli.base import _command_line, app, clear_errors, console
 from dermxai.options import BundleOption, DataOption, ImagesOption
 from dermxai.training.config import TrainConfig
@@ -132,15 +132,12 @@ def gate_command(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
-    table = Table(
-        title=f"Out-of-distribution gate of {model} (threshold {gate.threshold:.3f}, "
+    title = (
+        f"Out-of-distribution gate of {model} (threshold {gate.threshold:.3f}, "
         f"{record['val_accept_rate']:.1%} of val accepted)"
     )
-    for column in ("images", "n", "withheld"):
-        table.add_column(column, justify="left" if column == "images" else "right")
-    for name, row in report["withheld"].items():
-        table.add_row(name, str(row["n"]), f"{row['share']:.1%}")
-    console.print(table)
+    rates = {name: (row["n"], row["share"]) for name, row in report["withheld"].items()}
+    console.print(rate_table(title, "withheld", rates))
     console.print(
         f"AUROC, test dermoscopy vs not dermoscopy: {report['auroc_test_vs_not_dermoscopy']:.3f}"
         + (f"; gate written to {model}" if write else "")

@@ -59,14 +59,14 @@ def prepare_arms(data: Path, out: Path, seed: int, given: dict[str, Path | None]
     table = load_dataset(data)
     prepared = {}
     for name in arms:
-        arm_data = data
+        arm_data, arm_table = data, table
         if name.startswith("oversample_"):
             arm_data = oversample(table, out / "data" / name, name.removeprefix("oversample_"), seed=seed)
+            arm_table = load_dataset(arm_data)
         split_path = Path(given[name]) if given.get(name) else out / "splits" / f"{name}.csv"
         if given.get(name):
-            read_split(split_path, load_dataset(arm_data))
+            read_split(split_path, arm_table)
         elif not split_path.is_file():
-            arm_table = load_dataset(arm_data)
             split = (
                 grouped_split(arm_table, honest_groups(arm_table), seed=seed)
                 if name == "lesion"

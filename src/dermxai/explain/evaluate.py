@@ -101,12 +101,11 @@ def score_batch(
     slow_left: int,
     steps: int,
     seed: int,
-    faithfulness: bool = True,
 ) -> list[dict]:
     """Per-image records for one batch: every method (slow ones while ``slow_left``) and both baselines.
 
-    ``faithfulness=False`` scores localisation only (in-mask energy, pointing game): no deletion/insertion
-    curves and no stability, about 10x faster, for choosing a layer and method.
+    ``steps=0`` scores localisation only (in-mask energy, pointing game): no deletion/insertion curves and
+    no stability, about 10x faster, for choosing a layer and method.
     """
     images = np.stack([read_model_input(p, config) for p in rows["path"]])
     batch = to_batch(images, config)
@@ -132,21 +131,19 @@ def score_batch(
         cams, _ = explain(model, config, batch[:count], method, targets)
         unstable = (
             _stability(model, config, images[:count], cams, method, targets)
-            if faithfulness and method not in SLOW_METHODS
+            if steps and method not in SLOW_METHODS
             else {}
         )
         for n, sample in enumerate(samples[:count]):
             records.append(
-                _record(model, config, sample, method, cams[n], steps if faithfulness else 0, seed)
+                _record(model, config, sample, method, cams[n], steps, seed)
                 | {f"stability_{t}": v[n] for t, v in unstable.items()}
             )
     height, width = images.shape[1:3]
     chance = {"uniform": scores.uniform_map(height, width), "gaussian": scores.gaussian_map(height, width)}
     for sample in samples:
         for name, saliency in chance.items():
-            records.append(
-                _record(model, config, sample, f"baseline:{name}", saliency, steps if faithfulness else 0, seed)
-            )
+            records.append(_record(model, config, sample, f"baseline:{name}", saliency, steps, seed))
     return records
 
 
@@ -274,6 +271,7 @@ def score_explanations(
     if steps < 2:
         raise ValueError("--steps must be at least 2")
     start = time.perf_counter()
+    scored_steps = steps if faithfulness else 0
     model, config = load_bundle(bundle)
     if layer:
         config = {**config, "cam_layer": layer}
@@ -283,7 +281,7 @@ def score_explanations(
     slow_left = slow_limit
     for first in range(0, len(chosen), batch_size):
         rows = chosen.iloc[first : first + batch_size]
-        records += score_batch(model, config, rows, methods, slow_left, steps, seed, faithfulness)
+        records += score_batch(model, config, rows, methods, slow_left, scored_steps, seed)
         slow_left = max(0, slow_left - len(rows))
         if progress:
             progress(min(first + batch_size, len(chosen)), len(chosen))
@@ -306,7 +304,7 @@ def score_explanations(
         subset,
         limit,
         slow_limit,
-        steps if faithfulness else 0,
+        scored_steps,
         n_boot,
         seed,
         time.perf_counter() - start,
