@@ -24,6 +24,8 @@ import httpx
 import numpy as np
 from timing import machine, spread
 
+from dermxai.models.bundle import is_bundle
+
 FIXTURE_IMAGE = next((Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "ham_mini").rglob("*.jpg"))
 
 
@@ -109,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.predict_requests, args.explain_requests = 16, 16
-    if not (args.model / "config.json").is_file():
+    if not is_bundle(args.model):
         parser.error(f"--model {args.model}: not a model bundle (needs config.json and model.safetensors)")
     payload = FIXTURE_IMAGE.read_bytes()
     port = free_port()

@@ -21,27 +21,27 @@ from timing import machine, repeat, spread
 from dermxai.export import check_images, export_onnx
 from dermxai.inference.cams import METHODS, explain
 from dermxai.inference.onnx_backend import OnnxBackend
-from dermxai.models.bundle import load_bundle
+from dermxai.models.bundle import BundleConfig, load_bundle
 from dermxai.preprocessing import to_batch
 from dermxai.probabilities import softmax
 
 
-def app_paths(model: torch.nn.Module, config: dict, batch: torch.Tensor, onnx: OnnxBackend) -> dict:
+def app_paths(model: torch.nn.Module, config: BundleConfig, batch: torch.Tensor, onnx: OnnxBackend) -> dict:
     """Each path returns (probabilities, CAM) for one image."""
-    temperature = float(config.get("temperature", 1.0))
+    temperature, layer = config.temperature, config.target_layer()
 
     def one_pass():
-        cams, logits = explain(model, config, batch, "gradcam")
+        cams, logits = explain(model, layer, batch, "gradcam")
         return softmax(logits.numpy(), temperature), cams
 
     def torch_then_cam():
         with torch.inference_mode():
             probs = softmax(model(batch).numpy(), temperature)
-        return probs, explain(model, config, batch, "gradcam", probs.argmax(1).tolist())[0]
+        return probs, explain(model, layer, batch, "gradcam", probs.argmax(1).tolist())[0]
 
     def onnx_then_cam():
         probs = softmax(onnx.logits(batch.numpy()), temperature)
-        return probs, explain(model, config, batch, "gradcam", probs.argmax(1).tolist())[0]
+        return probs, explain(model, layer, batch, "gradcam", probs.argmax(1).tolist())[0]
 
     return {
         "predict + Grad-CAM from one forward pass (explain)": one_pass,
@@ -64,10 +64,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, config = load_bundle(args.model)
-    pixels, source = check_images(None, (config["height"], config["width"]), limit=1)
+    pixels, source = check_images(None, config.size, limit=1)
     batch = to_batch(pixels, config)
     print(
-        f"Machine: {machine()}. Model: {args.model} ({config['arch']}, {config['height']}x{config['width']}); "
+        f"Machine: {machine()}. Model: {args.model} ({config.arch}, {config.height}x{config.width}); "
         f"input: {source}, batch 1.\n"
     )
     print("| CAM method | latency ms, median (p5-p95) | relative to Grad-CAM |\n|---|---|---|")
@@ -75,7 +75,7 @@ def main() -> None:
     for method in ["gradcam", *(m for m in methods if m != "gradcam")]:
         slow = method == "scorecam"  # one forward pass per channel of the target layer
         calls = max(1, args.iterations // 5) if slow else args.iterations
-        times = repeat(lambda: explain(model, config, batch, method), calls, warmup=0 if slow else 1)
+        times = repeat(lambda: explain(model, config.target_layer(), batch, method), calls, warmup=0 if slow else 1)
         medians[method] = np.median(times)
         print(f"| {method} | {spread(times)} | {medians[method] / medians['gradcam']:.2f}x |", flush=True)
     with tempfile.TemporaryDirectory() as folder:

@@ -24,7 +24,7 @@ from timing import machine, repeat, spread
 from dermxai.data.labels import CLASSES
 from dermxai.export import check_images, export_onnx
 from dermxai.inference.onnx_backend import OnnxBackend
-from dermxai.models.bundle import save_bundle
+from dermxai.models.bundle import BundleConfig, save_bundle
 from dermxai.models.registry import create_model
 from dermxai.preprocessing import to_batch
 from dermxai.probabilities import softmax
@@ -57,23 +57,9 @@ def onnx(path: Path, threads: int) -> Callable[[], Logits]:
 def bundle_for(arch: str, size: tuple[int, int], folder: Path) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(0)
     model, entry = create_model(arch, weights="none", num_classes=len(CLASSES))
-    config = {
-        "arch": arch,
-        "classes": list(CLASSES),
-        "height": size[0],
-        "width": size[1],
-        "mean": list(entry.mean),
-        "std": list(entry.std),
-        "cam_layer": entry.cam_layer,
-        "temperature": 1.0,
-        "weights": "none",
-        "seed": 0,
-        "epochs_trained": 0,
-        "best_epoch": 0,
-        "val_bacc": 0.0,
-        "train_time_s": 0.0,
-        "split_fingerprint": "benchmark",
-    }
+    config = BundleConfig(
+        arch, tuple(CLASSES), *size, entry.mean, entry.std, weights="none", split_fingerprint="benchmark"
+    )
     save_bundle(folder, model, config, note="random weights, for timing only")
     return model.eval(), config
 

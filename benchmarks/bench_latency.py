@@ -73,9 +73,10 @@ def main() -> None:
             summary("Predictor.predict (no HTTP)", timings(direct(predictor.predict), args.runs)),
             summary("POST /predict", timings(post("/predict"), args.runs)),
             summary(
-                f"Predictor.explain {predictor.cam_method} (no HTTP)", timings(direct(predictor.explain), args.runs)
+                f"Predictor.explain {predictor.config.cam_method} (no HTTP)",
+                timings(direct(predictor.explain), args.runs),
             ),
-            summary(f"POST /explain {predictor.cam_method} (PNG overlay)", timings(post("/explain"), args.runs)),
+            summary(f"POST /explain {predictor.config.cam_method} (PNG overlay)", timings(post("/explain"), args.runs)),
         ]
     server.should_exit = True
     c = predictor.config

@@ -9,7 +9,6 @@ objects (``weights_only=True``). Choose between such bundles on validation only.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -24,13 +23,10 @@ def bundle_from_checkpoint(checkpoint: Path, out: Path) -> Path:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else "model."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    model, _ = create_model(config["arch"], weights="none", num_classes=len(config["classes"]))
+    model, _ = create_model(config.arch, weights="none", num_classes=len(config.classes))
     model.load_state_dict(weights)
     epoch = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
-    config = {**config, "best_epoch": epoch, "checkpoint": checkpoint.name, "val_bacc": None}
-    saved = save_bundle(out, model, config)
-    (saved / "config.json").write_text(json.dumps(config, indent=2))
-    return saved
+    return save_bundle(out, model, config.replace(best_epoch=epoch, checkpoint=checkpoint.name, val_bacc=None))
 
 
 if __name__ == "__main__":

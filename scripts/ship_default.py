@@ -7,12 +7,13 @@ Calibrate, evaluate and export the shipped copy afterwards, so every reported fi
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from dermxai.models.bundle import read_config, write_config
 
 
 def ship(bundle: Path, out: Path) -> None:
@@ -23,9 +24,8 @@ def ship(bundle: Path, out: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     save_file(half, out / "model.safetensors")
-    config = json.loads((bundle / "config.json").read_text())
-    config["storage"] = "float16 weights (cast after training by scripts/ship_default.py)"
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    storage = "float16 weights (cast after training by scripts/ship_default.py)"
+    write_config(out, read_config(bundle).replace(storage=storage))
     shutil.copy(bundle / "MODEL_CARD.md", out / "MODEL_CARD.md")
     if (bundle / "ood_gate.npz").is_file():  # the gate reads features, which float16 weights barely change
         shutil.copy(bundle / "ood_gate.npz", out / "ood_gate.npz")

@@ -52,8 +52,8 @@ def test_predict_returns_calibrated_probabilities(client, api):
 def test_health_models_and_openapi(client, api):
     assert client.get("/health").json() == {"status": "ok", "model_id": api.state.predictor.model_id}
     (model,) = client.get("/models").json()
-    assert model["arch"] == api.state.predictor.config["arch"] and "gradcam" in model["cam_methods"]
-    assert model["cam_method"] == api.state.predictor.cam_method == "layercam"  # chosen on validation
+    assert model["arch"] == api.state.predictor.config.arch and "gradcam" in model["cam_methods"]
+    assert model["cam_method"] == api.state.predictor.config.cam_method == "layercam"  # chosen on validation
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/explain", "/health", "/models"} <= set(schema["paths"])
 

@@ -104,7 +104,7 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     chart = page.locator('[data-testid="stVegaLiteChart"]')
     chart.wait_for()
     assert chart.bounding_box()["height"] > 100
-    heatmap = page.locator('[data-testid="stImage"]').filter(has_text=f"{served.cam_method} heatmap")
+    heatmap = page.locator('[data-testid="stImage"]').filter(has_text=f"{served.config.cam_method} heatmap")
     heatmap.wait_for()
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=stImage] img')].some(i => i.complete && i.naturalWidth >= 100)"

@@ -11,14 +11,16 @@ from dermxai.cli import app
 from dermxai.data.labels import CLASSES
 from dermxai.evaluation.calibration import TAU_GRID, ValidationSet, calibrate_config, decision_step
 from dermxai.evaluation.metrics import balanced_accuracy, expected_calibration_error
+from dermxai.models.bundle import BundleConfig
 from dermxai.models.registry import architecture, create_model
-from dermxai.probabilities import decision_logits, logit_adjustment, served_probabilities
+from dermxai.probabilities import decision_logits, logit_adjustment
 from dermxai.training.config import TrainConfig
 from dermxai.training.losses import class_weights
 from dermxai.training.module import Classifier
 from dermxai.training.precision import cpu_has_bf16, resolve_precision
 
 runner = CliRunner()
+UNCALIBRATED = BundleConfig("resnet18", tuple(CLASSES), 64, 64, (0.5,) * 3, (0.5,) * 3)
 
 
 def test_auto_precision_follows_the_hardware(tmp_path):
@@ -113,31 +115,31 @@ def skewed_validation(seed: int = 0) -> ValidationSet:
 
 def test_logit_adjustment_is_chosen_on_validation_and_raises_balanced_accuracy():
     val = skewed_validation()
-    keys = decision_step(val, {})
+    keys = decision_step(val, UNCALIBRATED)
     tau = keys["calibration"]["tau"]
     assert tau in TAU_GRID and tau > 0
     scores = keys["calibration"]["val_bacc_by_tau"]
     assert scores[str(tau)] > scores["0.0"] + 0.05
     assert np.allclose(keys["logit_bias"], logit_adjustment(val.train_counts, tau))
-    adjusted = decision_logits(val.logits, keys)
+    adjusted = decision_logits(val.logits, keys["logit_bias"])
     assert balanced_accuracy(val.labels, adjusted.argmax(1), 7) == pytest.approx(scores[str(tau)], abs=1e-4)
 
 
 def test_no_adjustment_when_the_model_is_already_balanced():
     val = skewed_validation()
     val.logits -= 0.9 * np.log(val.train_counts / val.train_counts.sum())  # remove the learnt prior
-    assert decision_step(val, {})["calibration"]["tau"] == 0.0
-    assert decision_step(ValidationSet(val.logits, val.labels, val.image_ids, val.classes), {}) == {}
+    assert decision_step(val, UNCALIBRATED)["calibration"]["tau"] == 0.0
+    assert decision_step(ValidationSet(val.logits, val.labels, val.image_ids, val.classes), UNCALIBRATED) == {}
 
 
 def test_served_probabilities_agree_with_the_served_label_and_are_calibrated_after_the_rule():
     val = skewed_validation()
-    config = calibrate_config(val, {})
-    probs = served_probabilities(val.logits, config)
-    assert np.array_equal(probs.argmax(1), decision_logits(val.logits, config).argmax(1))
-    assert config["calibration"]["ece_after"] <= config["calibration"]["ece_before"] + 1e-9
-    assert expected_calibration_error(val.labels, probs) == pytest.approx(config["calibration"]["ece_after"])
-    assert "malignant" in config["thresholds"] and "abstain" in config
+    config = calibrate_config(val, UNCALIBRATED)
+    probs = config.served_probabilities(val.logits)
+    assert np.array_equal(probs.argmax(1), config.decision_logits(val.logits).argmax(1))
+    assert config.calibration["ece_after"] <= config.calibration["ece_before"] + 1e-9
+    assert expected_calibration_error(val.labels, probs) == pytest.approx(config.calibration["ece_after"])
+    assert config.malignant_threshold is not None and config.abstain is not None
     again = calibrate_config(val, config)  # recalibrating starts from the raw logits, not the adjusted ones
-    assert again["logit_bias"] == pytest.approx(config["logit_bias"])
-    assert again["temperature"] == pytest.approx(config["temperature"])
+    assert again.logit_bias == pytest.approx(config.logit_bias)
+    assert again.temperature == pytest.approx(config.temperature)

@@ -21,6 +21,7 @@ from dermxai.evaluation.metrics import (
 )
 from dermxai.evaluation.predict import predict_logits, tta_views
 from dermxai.evaluation.subgroups import age_band, subgroup_table
+from dermxai.models.bundle import BundleConfig
 from dermxai.probabilities import softmax
 
 CLASSES3 = ["akiec", "bcc", "bkl"]  # two malignant, one benign
@@ -152,20 +153,20 @@ def test_calibration_steps_run_in_order_and_keep_other_keys():
     seen = []
 
     def extra_step(val, config):
-        seen.append(config["temperature"])
-        return {"abstain": {"max_entropy": 1.0}}
+        seen.append(config.temperature)
+        return {"abstain": {"min_confidence": 0.2, "max_energy": 1.0}}
 
     from dermxai.evaluation.calibration import CALIBRATION_STEPS
 
     config = calibrate_config(
         ValidationSet(logits, y, [str(i) for i in range(200)], list(CLASSES)),
-        {"arch": "x", "thresholds": {"other": 0.3}},
+        BundleConfig("x", tuple(CLASSES), 8, 8, (0.5,) * 3, (0.5,) * 3, thresholds={"other": 0.3}),
         [*CALIBRATION_STEPS, extra_step],
     )
-    assert config["arch"] == "x" and config["thresholds"]["other"] == 0.3
-    assert seen == [config["temperature"]] and config["abstain"] == {"max_entropy": 1.0}
-    assert config["calibration"]["nll_after"] <= config["calibration"]["nll_before"]
-    assert config["calibration"]["val_sensitivity"] >= 0.9
+    assert config.arch == "x" and config.thresholds["other"] == 0.3
+    assert seen == [config.temperature] and config.abstain == {"min_confidence": 0.2, "max_energy": 1.0}
+    assert config.calibration["nll_after"] <= config.calibration["nll_before"]
+    assert config.calibration["val_sensitivity"] >= 0.9
 
 
 class PooledLinear(nn.Module):
@@ -184,7 +185,7 @@ def test_tta_views_and_invariance():
     assert len(tta_views(square)) == 8 and len(tta_views(wide)) == 4
     assert all(v.shape == wide.shape for v in tta_views(wide))
     assert len({tuple(v.flatten().tolist()) for v in tta_views(square)}) == 8
-    config = {"height": 8, "width": 12, "mean": [0.5] * 3, "std": [0.25] * 3, "classes": list("abcdefg")}
+    config = BundleConfig("x", tuple("abcdefg"), 8, 12, (0.5,) * 3, (0.25,) * 3)
     images = np.random.default_rng(0).integers(0, 256, (5, 8, 12, 3), dtype=np.uint8)
     model = PooledLinear()
     plain = predict_logits(model, config, images, batch_size=2)
@@ -195,11 +196,11 @@ def test_tta_views_and_invariance():
 
 
 def test_predict_logits_matches_a_manual_forward():
-    config = {"height": 8, "width": 12, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.4], "classes": list("abcdefg")}
+    config = BundleConfig("x", tuple("abcdefg"), 8, 12, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))
     images = np.random.default_rng(1).integers(0, 256, (3, 8, 12, 3), dtype=np.uint8)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 12, 7))
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(config["mean"]).view(1, 3, 1, 1)) / torch.tensor(config["std"]).view(1, 3, 1, 1)
+    x = (x - torch.tensor(config.mean).view(1, 3, 1, 1)) / torch.tensor(config.std).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = model(x).numpy()
     np.testing.assert_allclose(predict_logits(model, config, images, batch_size=2), expected, atol=1e-5)

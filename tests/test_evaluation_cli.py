@@ -17,7 +17,7 @@ from dermxai.cli import app
 from dermxai.data import load_dataset
 from dermxai.data.labels import CLASSES
 from dermxai.evaluation.contract import MALIGNANT, PER_CLASS, REQUIRED, check_metrics
-from dermxai.models.bundle import load_bundle, save_bundle
+from dermxai.models.bundle import BundleConfig, load_bundle, read_config, save_bundle
 from dermxai.models.registry import create_model
 
 runner = CliRunner()
@@ -28,27 +28,22 @@ def bundle(tmp_path_factory) -> Path:
     """An untrained resnet18 at 32x48 saved as a bundle (as `train` would, minus the training)."""
     torch.manual_seed(0)
     model, arch = create_model("resnet18", "none", len(CLASSES))
-    config = {
-        "arch": "resnet18",
-        "classes": list(CLASSES),
-        "height": 32,
-        "width": 48,
-        "mean": list(arch.mean),
-        "std": list(arch.std),
-        "cam_layer": arch.cam_layer,
-        "temperature": 1.0,
-        "thresholds": {},
-        "weights": "none",
-        "seed": 0,
-        "epochs_trained": 3,
-        "best_epoch": 2,
-        "val_bacc": 0.2,
-        "train_time_s": 90.0,
-        "recipe": {},
-        "dataset_fingerprint": "f",
-        "split_fingerprint": "s",
-        "versions": {},
-    }
+    config = BundleConfig(
+        "resnet18",
+        tuple(CLASSES),
+        32,
+        48,
+        arch.mean,
+        arch.std,
+        weights="none",
+        seed=0,
+        epochs_trained=3,
+        best_epoch=2,
+        val_bacc=0.2,
+        train_time_s=90.0,
+        dataset_fingerprint="f",
+        split_fingerprint="s",
+    )
     return save_bundle(tmp_path_factory.mktemp("model") / "bundle", model, config)
 
 
@@ -191,7 +186,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, bundle, fixture_dir, split_file,
 
 def test_calibrate_writes_temperature_and_threshold_into_the_bundle(tmp_path, bundle, fixture_dir, split_file):
     copy = shutil.copytree(bundle, tmp_path / "bundle")
-    before = json.loads((copy / "config.json").read_text())
+    before = read_config(copy)
     result = runner.invoke(
         app,
         [
@@ -208,12 +203,11 @@ def test_calibrate_writes_temperature_and_threshold_into_the_bundle(tmp_path, bu
     )
     assert result.exit_code == 0, result.output
     _, config = load_bundle(copy)
-    assert {k: v for k, v in config.items() if k not in ("temperature", "thresholds", "calibration", "abstain")} == {
-        k: v for k, v in before.items() if k not in ("temperature", "thresholds")
-    }
-    assert config["abstain"]["temperature"] == config["temperature"]  # the app's step runs after the temperature
-    c = config["calibration"]
-    assert config["temperature"] > 0 and c["nll_after"] <= c["nll_before"] + 1e-9
+    fitted = ("temperature", "thresholds", "calibration", "abstain")
+    assert config.replace(**{k: getattr(before, k) for k in fitted}) == before  # nothing else changed
+    assert config.abstain["temperature"] == config.temperature  # the app's step runs after the temperature
+    c = config.calibration
+    assert config.temperature > 0 and c["nll_after"] <= c["nll_before"] + 1e-9
     assert c["val_sensitivity"] >= 0.8 and c["n_val"] == (pd.read_csv(split_file)["split"] == "val").sum()
     assert not list(copy.glob("*.partial"))
     out = tmp_path / "eval"
@@ -233,8 +227,8 @@ def test_calibrate_writes_temperature_and_threshold_into_the_bundle(tmp_path, bu
         == 0
     )
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["temperature"] == pytest.approx(config["temperature"])
-    assert metrics["malignant"]["threshold"] == pytest.approx(config["thresholds"]["malignant"])
+    assert metrics["temperature"] == pytest.approx(config.temperature)
+    assert metrics["malignant"]["threshold"] == pytest.approx(config.malignant_threshold)
     assert metrics["malignant"]["sensitivity"] >= 0.8  # same data it was fitted on
     bad = runner.invoke(
         app,

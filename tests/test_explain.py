@@ -18,7 +18,7 @@ from dermxai.data.labels import CLASSES
 from dermxai.explain.commands import METHOD_HELP
 from dermxai.explain.io import read_mask
 from dermxai.inference.cams import METHODS, explain, target_layer
-from dermxai.models.bundle import save_bundle
+from dermxai.models.bundle import BundleConfig, save_bundle
 from dermxai.models.registry import create_model
 
 runner = CliRunner()
@@ -36,18 +36,21 @@ runner = CliRunner()
 )  # the last: a timm model, found by the rule
 def test_target_layer_of_each_architecture(arch, layer):
     model, _ = create_model(arch, weights="none")
-    assert target_layer(model, arch) is model.get_submodule(layer)
-    assert target_layer(model, {"arch": arch}) is model.get_submodule(layer)
+    config = BundleConfig(arch, tuple(CLASSES), 64, 64, (0.5,) * 3, (0.5,) * 3)
+    assert config.target_layer() == layer  # the registry's (or timm's rule) when the bundle names none
+    assert config.replace(cam_layer="layer1").target_layer() == "layer1"
+    assert target_layer(model, layer) is model.get_submodule(layer)
 
 
 def test_target_layer_errors_name_the_problem():
     model, _ = create_model("resnet18", weights="none")
+    config = BundleConfig("not_a_net", tuple(CLASSES), 64, 64, (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(ValueError, match="unknown architecture 'not_a_net'"):
-        target_layer(model, "not_a_net")
+        config.target_layer()
     with pytest.raises(ValueError, match="'layer9' is not in ResNet"):
-        target_layer(model, {"arch": "resnet18", "cam_layer": "layer9"})
+        target_layer(model, "layer9")
     with pytest.raises(ValueError, match="CAMs need a convolutional network"):
-        target_layer(model, "vit_tiny_patch16_224")
+        config.replace(arch="vit_tiny_patch16_224").target_layer()
 
 
 class TopLeftModel(nn.Module):
@@ -80,7 +83,7 @@ def two_squares(first: int) -> torch.Tensor:
 @pytest.mark.parametrize("first", [0, 1])
 def test_cam_lands_in_the_quadrant_the_model_reads(method, first):
     model = TopLeftModel()
-    cams, logits = explain(model, {"cam_layer": "act"}, two_squares(first), method, [0])
+    cams, logits = explain(model, "act", two_squares(first), method, [0])
     cam = cams[0]
     assert cam.shape == (24, 32)
     assert cam[:12, :16].sum() / cam.sum() > 0.9
@@ -96,7 +99,7 @@ def test_eigencam_lights_the_blob_whatever_the_sign_of_the_activations(sign):
     image = torch.zeros(1, 3, 24, 32)
     image[0, :, 14:20, 20:28] = 1.0
     model(image)  # materialise the lazy head
-    cam = explain(model, {"cam_layer": "0"}, image, "eigencam")[0][0]
+    cam = explain(model, "0", image, "eigencam")[0][0]
     assert cam[14:20, 20:28].mean() > 0.8 > cam[:10, :10].max()
 
 
@@ -105,7 +108,7 @@ def test_densenet_batch_keeps_pre_relu_activations_and_the_plain_logits():
     model, _ = create_model("densenet121", weights="none")
     model.eval()
     batch = torch.randn(2, 3, 64, 64)
-    cams, logits = explain(model, "densenet121", batch, "gradcam")
+    cams, logits = explain(model, "features.norm5", batch, "gradcam")
     with torch.no_grad():
         plain = model(batch)
     assert torch.allclose(logits, plain, atol=1e-5)
@@ -130,24 +133,7 @@ def bundles(tmp_path_factory):
     made = []
     for arch, (height, width) in (("resnet18", (32, 48)), ("efficientnet_lite0", (32, 40))):
         model, info = create_model(arch, weights="none")
-        config = {
-            "arch": arch,
-            "classes": list(CLASSES),
-            "height": height,
-            "width": width,
-            "mean": list(info.mean),
-            "std": list(info.std),
-            "cam_layer": info.cam_layer,
-            "temperature": 2.0,
-            "thresholds": {},
-            "weights": "none",
-            "seed": 0,
-            "epochs_trained": 0,
-            "best_epoch": 0,
-            "val_bacc": 0.0,
-            "train_time_s": 0.0,
-            "split_fingerprint": "test",
-        }
+        config = BundleConfig(arch, tuple(CLASSES), height, width, info.mean, info.std, temperature=2.0)
         made.append(save_bundle(root / arch, model, config, note="test"))
     return made
 
@@ -174,7 +160,7 @@ def test_explain_prints_the_calibrated_probability_and_writes_a_png(tmp_path, bu
     assert result.exit_code == 0, result.output
     model, config = load_bundle(bundles[0])
     with torch.no_grad():
-        probs = torch.softmax(model(to_batch(read_model_input(lesion["path"], config), config)) / 2.0, -1)[0]
+        probs = torch.softmax(model(to_batch(read_model_input(lesion["path"], config.size), config)) / 2.0, -1)[0]
     top = int(probs.argmax())
     assert result.output.split()[:2] == [CLASSES[top], f"{probs[top]:.3f}"]
     single = png(out)
@@ -214,8 +200,7 @@ def test_explain_errors_are_clear(tmp_path, bundles, lesion):
 
 
 def test_mask_is_resized_like_the_image(lesion):
-    config = {"height": 40, "width": 56}
-    mask = read_mask(lesion["mask_path"], config)
+    mask = read_mask(lesion["mask_path"], (40, 56))
     full = np.asarray(Image.open(lesion["mask_path"]).convert("L")) > 127  # 450 x 600, same aspect as 150 x 200
     assert mask.shape == (40, 56)
     assert mask.mean() == pytest.approx(full.mean(), abs=0.03)
@@ -347,13 +332,13 @@ def test_stability_is_one_for_a_flip_equivariant_model_and_low_for_a_fixed_quadr
     from dermxai.explain.evaluate import _stability
     from dermxai.explain.scores import pearson
 
-    config = {"cam_layer": "act", "height": 24, "width": 32, "mean": [0, 0, 0], "std": [1, 1, 1]}
+    config = BundleConfig("x", ("a", "b"), 24, 32, (0, 0, 0), (1, 1, 1), cam_layer="act")
     images = (np.random.default_rng(0).random((2, 24, 32, 3)) * 255).astype(np.uint8)
     images[:, 2:8, 3:9] = [255, 0, 0]  # an off-centre red square
     from dermxai.preprocessing import to_batch
 
     for model, expect_stable in ((Equivariant(), True), (TopLeftModel(), False)):
-        cams, _ = explain(model, config, to_batch(images, config), "hirescam", [0, 0])
+        cams, _ = explain(model, "act", to_batch(images, config), "hirescam", [0, 0])
         result = _stability(model, config, images, cams, "hirescam", [0, 0])
         assert set(result) == {"hflip", "vflip", "rot180"}
         values = np.array(list(result.values()))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from dermxai.cli import app
 from dermxai.export import ParityError, check_images, export_onnx
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
-from dermxai.models.bundle import load_bundle, save_bundle
+from dermxai.models.bundle import BundleConfig, load_bundle, save_bundle
 from dermxai.models.registry import create_model
 from dermxai.preprocessing import to_batch
 from dermxai.probabilities import softmax
@@ -23,25 +23,8 @@ runner = CliRunner()
 def tiny_bundle(folder):
     torch.manual_seed(0)
     model, arch = create_model("resnet18", weights="none")
-    config = {
-        "arch": "resnet18",
-        "classes": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"],
-        "height": 48,
-        "width": 64,
-        "mean": list(arch.mean),
-        "std": list(arch.std),
-        "cam_layer": arch.cam_layer,
-        "temperature": 1.7,
-        "thresholds": {},
-        "weights": "none",
-        "seed": 0,
-        "epochs_trained": 0,
-        "best_epoch": 0,
-        "val_bacc": 0.0,
-        "train_time_s": 0.0,
-        "split_fingerprint": "test",
-    }
-    return save_bundle(folder, model, config)
+    classes = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+    return save_bundle(folder, model, BundleConfig("resnet18", classes, 48, 64, arch.mean, arch.std, temperature=1.7))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +39,7 @@ def exported(tmp_path_factory):
 
 def test_onnx_matches_pytorch_on_the_fixture_at_batch_1_and_3(exported, fixture_dir):
     model, config = load_bundle(exported)
-    pixels, source = check_images(fixture_dir, (config["height"], config["width"]))
+    pixels, source = check_images(fixture_dir, config.size)
     assert len(pixels) == 35 and "ham_mini" in source
     batch = to_batch(pixels, config).numpy()
     onnx = OnnxBackend(exported / "model.onnx", threads=1)

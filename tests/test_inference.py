@@ -21,6 +21,7 @@ from dermxai.inference.bundles import default_bundle, installed_bundles
 from dermxai.inference.inputs import InvalidImage, read_image
 from dermxai.inference.ood import calibrated_probabilities, energy, fit_abstention
 from dermxai.inference.predictor import Ensemble, Predictor
+from dermxai.models.bundle import BundleConfig, update_config
 from dermxai.preprocessing import load_resized, resize_cover
 
 
@@ -52,12 +53,6 @@ def predictor() -> Predictor:
 def bundle_copy(tmp_path) -> Path:
     """A copy of the default bundle whose config a test may change."""
     return Path(shutil.copytree(DEFAULT, tmp_path / "bundle"))
-
-
-def edit_config(folder: Path, **changes) -> None:
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    (folder / "config.json").write_text(json.dumps(config))
 
 
 # --- input validation -------------------------------------------------------------------------------------
@@ -181,10 +176,10 @@ def test_load_resized_and_resize_cover_share_the_training_preprocessing():
 
 
 def test_probabilities_are_softmax_of_logits_over_temperature(bundle_copy):
-    edit_config(bundle_copy, temperature=2.5, thresholds={}, logit_bias=None)  # no decision rule: plain argmax
+    update_config(bundle_copy, temperature=2.5, thresholds={}, logit_bias=None)  # no decision rule: plain argmax
     predictor = Predictor(bundle_copy)
     data = next(EXAMPLES.glob("bcc_*.jpg")).read_bytes()
-    logits = predictor.logits(resize_cover(read_image(data), predictor.size)[None])[0]
+    logits = predictor.logits(resize_cover(read_image(data), predictor.config.size)[None])[0]
     expected = np.exp(logits / 2.5) / np.exp(logits / 2.5).sum()
     prediction = predictor.predict(data)
     np.testing.assert_allclose([prediction.probabilities[c] for c in predictor.classes], expected, rtol=1e-5)
@@ -194,7 +189,7 @@ def test_probabilities_are_softmax_of_logits_over_temperature(bundle_copy):
 
 
 def test_malignant_score_is_the_sum_of_three_classes_and_uses_the_bundle_threshold(bundle_copy):
-    edit_config(bundle_copy, thresholds={"malignant": 0.3})
+    update_config(bundle_copy, thresholds={"malignant": 0.3})
     predictor = Predictor(bundle_copy)
     for path in sorted(EXAMPLES.glob("*.jpg")):
         p = predictor.predict(path.read_bytes())
@@ -217,7 +212,7 @@ def test_fit_abstention_accepts_the_target_share_of_validation():
 def test_abstains_on_low_confidence_or_unfamiliar_logits(bundle_copy):
     rng = np.random.default_rng(1)
     val_logits = rng.normal(0, 0.5, (500, 7)) + 6 * np.eye(7)[rng.integers(0, 7, 500)]
-    edit_config(bundle_copy, abstain=fit_abstention(val_logits, 1.0), logit_bias=None)
+    update_config(bundle_copy, abstain=fit_abstention(val_logits, 1.0), logit_bias=None)
     predictor = Predictor(bundle_copy)
     confident = predictor.interpret(np.array([0, 0, 0, 0, 8.0, 0, 0]))
     assert not confident.abstain and confident.top_class == "mel"
@@ -230,8 +225,8 @@ def test_abstains_on_low_confidence_or_unfamiliar_logits(bundle_copy):
 
 def test_default_bundle_is_calibrated_and_uses_its_fitted_abstention(predictor):
     config = predictor.config
-    assert config["temperature"] != 1.0 and 0 < config["thresholds"]["malignant"] < 1
-    assert predictor.abstain_params and predictor.abstain_params["target_accept"] == 0.95
+    assert config.temperature != 1.0 and 0 < config.malignant_threshold < 1
+    assert predictor.config.abstain and predictor.config.abstain["target_accept"] == 0.95
     assert predictor.interpret(np.zeros(7)).abstain  # a flat answer is below the fitted confidence
     example = predictor.predict((EXAMPLES / "nv_ISIC_0024308.jpg").read_bytes())
     assert not example.abstain and example.top_class == "nv"
@@ -240,7 +235,7 @@ def test_default_bundle_is_calibrated_and_uses_its_fitted_abstention(predictor):
 def test_explain_returns_the_served_prediction_and_a_cam_of_its_label(predictor):
     data = next(EXAMPLES.glob("mel_*.jpg")).read_bytes()
     explanation = predictor.explain(data, "gradcam")
-    assert explanation.cam.shape == predictor.size and 0 <= explanation.cam.min() <= explanation.cam.max() <= 1
+    assert explanation.cam.shape == predictor.config.size and 0 <= explanation.cam.min() <= explanation.cam.max() <= 1
     plain = predictor.predict(data)
     for c in predictor.classes:
         assert explanation.prediction.probabilities[c] == pytest.approx(plain.probabilities[c], abs=1e-5)
@@ -254,14 +249,14 @@ def test_explain_returns_the_served_prediction_and_a_cam_of_its_label(predictor)
 
 def test_explain_defaults_to_the_bundles_cam_method(bundle_copy):
     data = next(EXAMPLES.glob("mel_*.jpg")).read_bytes()
-    assert Predictor(bundle_copy).explain(data).method == Predictor(DEFAULT).cam_method
-    edit_config(bundle_copy, cam_method="layercam")
+    assert Predictor(bundle_copy).explain(data).method == Predictor(DEFAULT).config.cam_method
+    update_config(bundle_copy, cam_method="layercam")
     assert Predictor(bundle_copy).explain(data).method == "layercam"
     assert Predictor(bundle_copy).explain(data, "gradcam").method == "gradcam"
 
 
 def test_ensemble_averages_calibrated_probabilities(bundle_copy, predictor):
-    edit_config(bundle_copy, temperature=3.0)
+    update_config(bundle_copy, temperature=3.0)
     other = Predictor(bundle_copy)
     data = next(EXAMPLES.glob("nv_*.jpg")).read_bytes()
     mean = Ensemble([predictor, other]).predict(data)
@@ -295,19 +290,23 @@ def test_calibration_fits_abstention_on_validation_after_the_temperature():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 7, 300)
     logits = rng.normal(0, 1, (300, 7)) + 3 * np.eye(7)[labels]
-    config = calibrate_config(ValidationSet(logits, labels, [str(i) for i in range(300)], list(CLASSES)), {})
-    assert config["temperature"] != 1.0
-    assert config["abstain"] == fit_abstention(logits, config["temperature"])
+    uncalibrated = BundleConfig("resnet18", tuple(CLASSES), 64, 64, (0.5,) * 3, (0.5,) * 3)
+    config = calibrate_config(ValidationSet(logits, labels, [str(i) for i in range(300)], list(CLASSES)), uncalibrated)
+    assert config.temperature != 1.0
+    assert config.abstain == fit_abstention(logits, config.temperature)
 
 
 def test_advice_follows_the_threshold_and_never_invents_one():
     from dermxai.app import advice
+    from dermxai.data.labels import CLASSES
 
     assert "no threshold" in advice.malignant_advice(0.9, None) and "%" in advice.malignant_advice(0.9, None)
     assert "dermatologist soon" in advice.malignant_advice(0.30, 0.25)
     assert "does not rule out" in advice.malignant_advice(0.20, 0.25)
     assert {c for c, item in advice.CLASSES.items() if item.advice == advice.SEE_SOON} == {"akiec", "bcc", "mel"}
     assert all("diagnos" not in item.advice.lower() for item in advice.CLASSES.values())
+    assert [(c, item.code) for c, item in advice.CLASSES.items()] == [(c, c) for c in CLASSES]
+    assert advice.CLASSES["nv"].name == "Melanocytic nevus (mole)"  # the one name, from data.labels
 
 
 def test_default_model_has_a_gate_that_withholds_a_document_and_passes_the_examples(predictor):

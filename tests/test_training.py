@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from dermxai.cli import app
 from dermxai.data.labels import CLASSES
 from dermxai.inference.predictor import Predictor
-from dermxai.models.bundle import load_bundle
+from dermxai.models.bundle import BUNDLE_VERSION, load_bundle
 from dermxai.models.registry import architecture
 from dermxai.preprocessing import load_resized, to_batch, to_unit
 from dermxai.training.config import TrainConfig
@@ -113,7 +113,7 @@ def test_training_loss_falls_and_the_model_beats_chance_on_its_training_images(
     assert len(losses) == 10 and losses[-1] < 0.5 * losses[0]
     assert metrics(out)["time/epoch_s"].dropna().gt(0).all()
     model, config = load_bundle(out / "bundle")
-    assert config["classes"] == list(CLASSES) and config["epochs_trained"] == 10
+    assert config.classes == tuple(CLASSES) and config.epochs_trained == 10 and config.version == BUNDLE_VERSION
     last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in last.items() if k.startswith("model.")})
     pixels = np.stack([load_resized(p, (48, 48)) for p in fixture_table["path"]])
@@ -281,7 +281,7 @@ def test_experiment_config_trains_each_model_into_its_own_run_folder(tmp_path, f
     assert result.exit_code == 0, result.output
     for arch in ("resnet18", "efficientnet_lite0"):
         _, bundle = load_bundle(tmp_path / "runs" / arch / "bundle")
-        assert bundle["arch"] == arch and (tmp_path / "runs" / arch / "logs" / "metrics.csv").is_file()
+        assert bundle.arch == arch and (tmp_path / "runs" / arch / "logs" / "metrics.csv").is_file()
     again = runner.invoke(app, ["experiment", str(config), "--accelerator", "cpu", "--no-progress"])
     assert again.exit_code == 0 and again.output.count("already in") == 2
     config.write_text(
@@ -296,7 +296,7 @@ def test_training_forward_equals_the_served_model_on_the_same_image(tmp_path, fi
     """The one preprocessing: Classifier's to_unit + standardise == the bundle served by the Predictor."""
     model, config = load_bundle(tiny_bundle(tmp_path))
     module = Classifier(model, architecture("resnet18"), TrainConfig(arch="resnet18", weights="none"), nn.Identity())
-    pixels = load_resized(fixture_table["path"].iloc[0], (config["height"], config["width"]))
+    pixels = load_resized(fixture_table["path"].iloc[0], config.size)
     with torch.no_grad():
         trained = module.eval()(to_unit(torch.from_numpy(pixels.copy())[None]))[0].numpy()
     served = Predictor(tmp_path).logits(pixels[None])[0]

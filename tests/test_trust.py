@@ -23,7 +23,7 @@ from dermxai.cli import app
 from dermxai.inference.feature_gate import GATE_NAME, fit_gate, fit_threshold, load_gate
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
 from dermxai.inference.predictor import OOD_REASON, Predictor
-from dermxai.models.bundle import BundleError, load_bundle, save_bundle
+from dermxai.models.bundle import BundleError, load_bundle, read_config, save_bundle, update_config
 from dermxai.models.features import WithFeatures, pooled_mean_std
 from dermxai.models.registry import create_model
 from tests.test_export import tiny_bundle
@@ -128,8 +128,7 @@ def test_bundle_whose_classes_disagree_with_the_onnx_outputs_is_refused(bundle, 
     """B2: the graph has 7 outputs; a config naming 3 classes must not be served silently."""
     assert runner.invoke(app, ["export", "--model", str(bundle)]).exit_code == 0
     folder = Path(shutil.copytree(bundle, tmp_path / "three"))
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "classes": ["mel", "nv", "bkl"]}))
+    update_config(folder, classes=("mel", "nv", "bkl"))
     with pytest.raises(BundleError, match="outputs 7 classes"):
         load_backend(folder)
     result = runner.invoke(app, ["predict", str(EXAMPLE), "--model", str(folder)])
@@ -140,8 +139,7 @@ def test_onnx_graph_is_stale_when_the_config_changes_and_ignored_when_garbage(bu
     assert runner.invoke(app, ["export", "--model", str(bundle)]).exit_code == 0
     assert isinstance(load_backend(bundle), OnnxBackend)
     resized = Path(shutil.copytree(bundle, tmp_path / "resized"))
-    config = json.loads((resized / "config.json").read_text())
-    (resized / "config.json").write_text(json.dumps({**config, "height": 96, "width": 128}))
+    update_config(resized, height=96, width=128)
     with pytest.warns(UserWarning, match="weights and config"):
         assert isinstance(load_backend(resized), TorchBackend)
     garbage = Path(shutil.copytree(bundle, tmp_path / "garbage"))
@@ -156,7 +154,7 @@ def test_broken_bundles_are_one_line_errors(bundle, tmp_path, breakage):
     folder = Path(shutil.copytree(bundle, tmp_path / "broken"))
     (folder / "model.onnx").unlink(missing_ok=True)
     config = json.loads((folder / "config.json").read_text())
-    if breakage == "missing key":
+    if breakage == "missing key":  # written by hand: no BundleConfig can lack it
         del config["classes"]
         (folder / "config.json").write_text(json.dumps(config))
     elif breakage == "not json":
@@ -165,7 +163,7 @@ def test_broken_bundles_are_one_line_errors(bundle, tmp_path, breakage):
         (folder / "model.safetensors").write_bytes(b"\x00" * 64)
     else:
         other, _ = create_model("densenet121", "none")
-        save_bundle(tmp_path / "other", other, {**config, "arch": "densenet121"})
+        save_bundle(tmp_path / "other", other, read_config(folder).replace(arch="densenet121"))
         shutil.copy(tmp_path / "other" / "model.safetensors", folder / "model.safetensors")
     result = runner.invoke(app, ["predict", str(EXAMPLE), "--model", str(folder)])
     assert result.exit_code == 2, result.output
@@ -246,10 +244,9 @@ def test_resize_cover_never_fails_on_awkward_sizes(source, target):
 
 def test_the_heatmap_explains_the_served_label(bundle, tmp_path):
     folder = Path(shutil.copytree(bundle, tmp_path / "biased"))
-    config = json.loads((folder / "config.json").read_text())
     bias = [0.0] * 7
     bias[CLASSES.index("df")] = 50.0  # a decision rule that always serves df
-    (folder / "config.json").write_text(json.dumps({**config, "logit_bias": bias}))
+    update_config(folder, logit_bias=tuple(bias))
     (folder / "model.onnx").unlink(missing_ok=True)
     explanation = Predictor(folder).explain(EXAMPLE.read_bytes())
     assert explanation.prediction.top_class == "df" == explanation.target_class

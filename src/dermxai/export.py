@@ -23,10 +23,9 @@ from dermxai.inference.onnx_backend import (
     config_digest,
     weights_digest,
 )
-from dermxai.models.bundle import gate_layer, load_bundle
+from dermxai.models.bundle import BundleConfig, load_bundle
 from dermxai.models.features import WithFeatures
 from dermxai.preprocessing import load_resized, to_batch
-from dermxai.probabilities import served_probabilities
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 TOLERANCE = 1e-4
@@ -72,9 +71,9 @@ def export_onnx(
         raise ValueError(f"--opset {opset}: use 17 or later")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
-    size = (config["height"], config["width"])
+    size = config.size
     example = torch.zeros(2, 3, *size)
-    layer = gate_layer(config)
+    layer = config.feature_layer()
     graph = WithFeatures(model, layer).eval() if layer else model
     program = torch.onnx.export(
         graph,
@@ -90,7 +89,7 @@ def export_onnx(
         {
             WEIGHTS_KEY: weights_digest(bundle_dir),
             CONFIG_KEY: config_digest(config),
-            "dermxai.arch": config["arch"],
+            "dermxai.arch": config.arch,
             "dermxai.input": f"float32 N x 3 x {size[0]} x {size[1]}, normalised",
         }
     )
@@ -105,10 +104,10 @@ def export_onnx(
 
 
 def _parity(
-    graph: torch.nn.Module, config: dict, path: Path, folder: Path | None, tolerance: float
+    graph: torch.nn.Module, config: BundleConfig, path: Path, folder: Path | None, tolerance: float
 ) -> tuple[str, int, float, float]:
     """Served probabilities (and gate features, relative to their scale) of ONNX Runtime vs PyTorch."""
-    pixels, source = check_images(folder, (config["height"], config["width"]))
+    pixels, source = check_images(folder, config.size)
     batch = to_batch(pixels, config).numpy()
     with torch.inference_mode():
         outputs = graph(torch.from_numpy(batch))
@@ -126,7 +125,7 @@ def _parity(
                 f"ONNX Runtime and PyTorch gate features disagree on {source}: relative difference "
                 f"{feature_diff:.2e} > 1e-3; nothing written"
             )
-    prob_diff = float(np.abs(served_probabilities(got, config) - served_probabilities(expected, config)).max())
+    prob_diff = float(np.abs(config.served_probabilities(got) - config.served_probabilities(expected)).max())
     logit_diff = float(np.abs(got - expected).max())
     if not prob_diff <= tolerance:  # also catches NaN
         raise ParityError(

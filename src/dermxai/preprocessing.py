@@ -9,13 +9,23 @@ numpy for ONNX Runtime, ``to_batch`` for PyTorch). ``tests/test_training.py`` ch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
 
 if TYPE_CHECKING:
     import torch
+
+
+class InputFormat(Protocol):
+    """The model input a bundle declares (``dermxai.models.bundle.BundleConfig`` is one)."""
+
+    height: int
+    width: int
+    mean: Sequence[float]
+    std: Sequence[float]
 
 
 def load_resized(path: str, size: tuple[int, int]) -> np.ndarray:
@@ -41,22 +51,22 @@ def resize_cover(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.array(image.resize((width, height), Image.BILINEAR, box=box))
 
 
-def to_array(images: np.ndarray, config: dict) -> np.ndarray:
+def to_array(images: np.ndarray, config: InputFormat) -> np.ndarray:
     """Scale uint8 images to [0, 1] and normalise with the bundle's mean and std (as in training): float32 NCHW."""
     if images.ndim == 3:
         images = images[None]
-    expected = (config["height"], config["width"], 3)
+    expected = (config.height, config.width, 3)
     if images.dtype != np.uint8 or images.shape[1:] != expected:
         raise ValueError(
             f"expected uint8 images of shape (N, {expected[0]}, {expected[1]}, 3), got {images.dtype} {images.shape}"
         )
     batch = images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
-    mean = np.asarray(config["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(config["std"], dtype=np.float32).reshape(1, 3, 1, 1)
+    mean = np.asarray(config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(config.std, dtype=np.float32).reshape(1, 3, 1, 1)
     return np.ascontiguousarray((batch - mean) / std)
 
 
-def to_batch(images: np.ndarray, config: dict) -> torch.Tensor:
+def to_batch(images: np.ndarray, config: InputFormat) -> torch.Tensor:
     """:func:`to_array` as a torch tensor."""
     import torch
 

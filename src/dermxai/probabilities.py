@@ -3,12 +3,13 @@
 A bundle serves ``softmax((logits + logit_bias) / temperature)``: ``logit_bias`` is the decision rule
 fitted on validation (logit adjustment, ``-tau * log(train prior)``; absent means none) and ``temperature``
 the calibration fitted on validation after it. The served label is the argmax of the served probabilities,
-so the probabilities shown always rank the shown label first.
+so the probabilities shown always rank the shown label first. A bundle's ``BundleConfig`` applies its own
+(``config.served_probabilities``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,21 +22,17 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def temperature(config: Mapping) -> float:
-    """The bundle's calibration temperature (1 when never calibrated)."""
-    return float(config.get("temperature", 1.0))
-
-
-def decision_logits(logits: np.ndarray, config: Mapping) -> np.ndarray:
-    """Logits shifted by the bundle's decision rule (unchanged when it has none)."""
+def decision_logits(logits: np.ndarray, logit_bias: Sequence[float] | None = None) -> np.ndarray:
+    """Logits shifted by a decision rule's ``logit_bias`` (unchanged when there is none)."""
     logits = np.asarray(logits, dtype=np.float64)
-    bias = config.get("logit_bias")
-    return logits + np.asarray(bias, dtype=np.float64) if bias else logits
+    return logits + np.asarray(logit_bias, dtype=np.float64) if logit_bias is not None else logits
 
 
-def served_probabilities(logits: np.ndarray, config: Mapping) -> np.ndarray:
-    """What the bundle serves for logits (N, C): ``softmax((logits + logit_bias) / temperature)``."""
-    return softmax(decision_logits(logits, config), temperature(config))
+def served_probabilities(
+    logits: np.ndarray, logit_bias: Sequence[float] | None = None, temperature: float = 1.0
+) -> np.ndarray:
+    """What a bundle serves for logits (N, C): ``softmax((logits + logit_bias) / temperature)``."""
+    return softmax(decision_logits(logits, logit_bias), temperature)
 
 
 def logit_adjustment(train_counts: np.ndarray, tau: float) -> np.ndarray:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dermxai.data.labels import CLASS_NAMES
+
 DISCLAIMER = (
     "dermxai is a research and teaching tool, not a medical device. It cannot diagnose skin cancer and "
     "must not be used to decide whether to see a doctor: if a spot worries you, changes, bleeds or itches, "
@@ -28,9 +30,15 @@ ATTRIBUTION = (
 class ClassAdvice:
     """What a class is and what to do when the model's output resembles it."""
 
-    name: str
+    code: str
     about: str
     advice: str
+
+    @property
+    def name(self) -> str:
+        """The class's name (``dermxai.data.labels.CLASS_NAMES``), capitalised for a heading."""
+        name = CLASS_NAMES[self.code]
+        return name[0].upper() + name[1:]
 
 
 SEE_SOON = "Show this spot to a dermatologist soon (within a few weeks); do not wait for it to change."
@@ -41,42 +49,42 @@ CHECK_IF_CHANGING = (
 
 CLASSES: dict[str, ClassAdvice] = {
     "akiec": ClassAdvice(
-        "Actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
+        "akiec",
         "Rough, scaly patches from long sun exposure. Actinic keratoses are precancers; Bowen's disease is a "
         "skin cancer confined to the top layer of the skin. Both are treatable, usually simply.",
         SEE_SOON,
     ),
     "bcc": ClassAdvice(
-        "Basal cell carcinoma",
+        "bcc",
         "The most common skin cancer. It grows slowly and rarely spreads, but keeps growing into nearby "
         "tissue if left alone, so it is treated, usually by a small operation.",
         SEE_SOON,
     ),
     "bkl": ClassAdvice(
-        "Benign keratosis-like lesion",
+        "bkl",
         "Seborrhoeic keratoses, solar lentigines (sun spots) and lichen planus-like keratoses: common, "
         "harmless growths. Some look like melanoma, even to specialists.",
         CHECK_IF_CHANGING,
     ),
     "df": ClassAdvice(
-        "Dermatofibroma",
+        "df",
         "A small, firm, harmless bump in the skin, often on the legs, sometimes after an insect bite.",
         CHECK_IF_CHANGING,
     ),
     "mel": ClassAdvice(
-        "Melanoma",
+        "mel",
         "A skin cancer of pigment cells. Found early it is usually cured by a small operation; found late it "
         "can spread, which is why a suspicious spot should be examined soon.",
         SEE_SOON,
     ),
     "nv": ClassAdvice(
-        "Melanocytic nevus (mole)",
+        "nv",
         "An ordinary mole: harmless, and by far the most common class in the training data. Watch moles "
         "with the ABCDE rule: Asymmetry, irregular Border, several Colours, Diameter over 6 mm, Evolving.",
         CHECK_IF_CHANGING,
     ),
     "vasc": ClassAdvice(
-        "Vascular lesion",
+        "vasc",
         "Cherry angiomas, angiokeratomas, pyogenic granulomas and small bleeds in the skin: made of blood "
         "vessels and usually harmless. A spot that bleeds easily or grows fast should still be checked.",
         CHECK_IF_CHANGING,

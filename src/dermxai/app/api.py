@@ -154,15 +154,15 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         return [
             {
                 "model_id": predictor.model_id,
-                "arch": c["arch"],
+                "arch": c.arch,
                 "classes": predictor.classes,
-                "input_size": {"height": c["height"], "width": c["width"]},
-                "temperature": predictor.temperature,
-                "thresholds": c.get("thresholds") or {},
-                "abstain": predictor.abstain_params,
-                "val_bacc": c.get("val_bacc"),
+                "input_size": {"height": c.height, "width": c.width},
+                "temperature": c.temperature,
+                "thresholds": c.thresholds,
+                "abstain": c.abstain,
+                "val_bacc": c.val_bacc,
                 "cam_methods": API_METHODS,
-                "cam_method": predictor.cam_method,
+                "cam_method": c.cam_method,
                 "ood_gate": predictor.gate is not None,
             }
         ]
@@ -182,7 +182,7 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         file: ImageFile, method: Method = None, target_class: TargetClass = None, opacity: Opacity = 0.45
     ) -> Response:
         """The CAM overlay as a PNG; the prediction is in the X-Dermxai-* headers."""
-        method = method or predictor.cam_method
+        method = method or predictor.config.cam_method
         if method not in API_METHODS:
             raise HTTPException(400, f"unknown or unserved method {method!r}: use one of {', '.join(API_METHODS)}")
         if target_class is not None and target_class not in predictor.classes:

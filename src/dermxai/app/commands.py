@@ -103,7 +103,7 @@ def predict_command(
             )
         )
     else:
-        table = Table(title=f"model {predictor.model_id} (temperature {predictor.temperature:g})")
+        table = Table(title=f"model {predictor.model_id} (temperature {predictor.config.temperature:g})")
         for column in ("image", "top class", "probability", "malignant score", "abstain"):
             table.add_column(column, justify="right" if column in ("probability", "malignant score") else "left")
         for path, p in results:
@@ -145,10 +145,9 @@ def abstention_command(
     folder = _bundle(model)
     report = abstention_report(Predictor(folder), data, split, target, per_kind)
     if write:
-        from dermxai.evaluation.calibration import write_config
-        from dermxai.models.bundle import read_config
+        from dermxai.models.bundle import update_config
 
-        write_config(folder, {**read_config(folder), "abstain": report["abstain"]})  # atomic, like calibrate
+        update_config(folder, abstain=report["abstain"])
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -160,7 +159,7 @@ def abstention_command(
     rates = {name: (row["n"], row["abstain_rate"]) for name, row in report["rates"].items()}
     console.print(rate_table(title, "abstained", rates))
     if write:
-        console.print(f"thresholds written to {folder / 'config.json'} (config['abstain'])")
+        console.print(f"thresholds written to {folder / 'config.json'} (abstain)")
 
 
 def rate_table(title: str, label: str, rates: dict[str, tuple[int, float]]) -> Table:

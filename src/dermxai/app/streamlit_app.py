@@ -18,7 +18,7 @@ import streamlit as st
 from dermxai.app import advice
 from dermxai.app.address import phone_url, qr_png
 from dermxai.assets import EXAMPLES, example_images
-from dermxai.data.labels import MALIGNANT
+from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 from dermxai.inference.bundles import installed_bundles
 from dermxai.inference.cams import METHODS
 from dermxai.inference.inputs import InvalidImage
@@ -169,7 +169,7 @@ def show_result(prediction: Prediction, metrics: dict | None, example_label: str
             )
         )
     if info:
-        st.markdown(f"**About {info.name.lower()}.** {info.about}")
+        st.markdown(f"**About {CLASS_NAMES[top]}.** {info.about}")
     st.markdown(f"**What to do.** {advice.next_step(top, prediction.malignant_flag)}")
     with st.expander("The seven classes"):
         for code, item in advice.CLASSES.items():
@@ -181,7 +181,7 @@ def sidebar(models: dict[str, Path]) -> tuple[list[str], str, float, bool]:
         names = list(models) + ([ENSEMBLE] if len(models) > 1 else [])
         choice = st.selectbox("Model", names, help="Bundles in models/ and any --model given to `dermxai app`.")
         show_cam = st.toggle("Show heatmap (Grad-CAM family)", value=True)
-        default = predictor(str(models[choice])).cam_method if choice in models else "gradcam"
+        default = predictor(str(models[choice])).config.cam_method if choice in models else "gradcam"
         method = st.selectbox(
             "Heatmap method",
             APP_METHODS,

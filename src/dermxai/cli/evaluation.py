@@ -87,7 +87,7 @@ def calibrate_command(
     config = calibrate_bundle(
         model, data, split, target_sensitivity, images=images, cache_dir=cache, batch_size=batch_size
     )
-    c = config["calibration"]
+    c = config.calibration
     if "tau" in c:
         eces = c.get("val_ece_by_tau", {})
         by_tau = ", ".join(f"{t}: {v:.3f}/{eces.get(t, float('nan')):.3f}" for t, v in c["val_bacc_by_tau"].items())
@@ -95,9 +95,9 @@ def calibrate_command(
             f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy / ECE by tau: {by_tau})"
         )
     console.print(
-        f"temperature {config['temperature']:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
+        f"temperature {config.temperature:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
         f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}); malignant threshold "
-        f"{config['thresholds']['malignant']:.3f} (val sensitivity {c['val_sensitivity']:.3f}, "
+        f"{config.malignant_threshold:.3f} (val sensitivity {c['val_sensitivity']:.3f}, "
         f"specificity {c['val_specificity']:.3f}) -> {model}/config.json"
     )
 
@@ -118,17 +118,17 @@ def gate_command(
     crops: Annotated[int, typer.Option(help="Crops per source image of the non-dermoscopic set.")] = 6,
 ) -> None:
     """Fit the out-of-distribution gate on train/val and measure what it withholds (test, shifted, non-dermoscopic)."""
-    from dermxai.evaluation.calibration import write_config
     from dermxai.evaluation.gate import fit_bundle_gate, gate_report
     from dermxai.evaluation.ood_set import non_dermoscopic_set
     from dermxai.inference.predictor import Predictor
+    from dermxai.models.bundle import update_config
 
     predictor = Predictor(model, prefer_onnx=False)  # features of the weights themselves, whatever the graph
     gate, record = fit_bundle_gate(predictor, data, split, images=images)
     report = {"gate": record, **gate_report(predictor, gate, data, split, non_dermoscopic_set(crops), images=images)}
     if write:
         gate.save(model)
-        write_config(model, {**predictor.config, "gate_layer": record["gate_layer"], "ood_gate": record})
+        update_config(model, gate_layer=record["gate_layer"], ood_gate=record)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))

@@ -7,11 +7,11 @@ MALIGNANT: tuple[str, ...] = ("akiec", "bcc", "mel")
 """Classes summed into the malignant-vs-benign score."""
 
 CLASS_NAMES: dict[str, str] = {
-    "akiec": "actinic keratosis / intraepithelial carcinoma",
+    "akiec": "actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
     "bcc": "basal cell carcinoma",
     "bkl": "benign keratosis-like lesion",
     "df": "dermatofibroma",
     "mel": "melanoma",
-    "nv": "melanocytic nevus",
+    "nv": "melanocytic nevus (mole)",
     "vasc": "vascular lesion",
 }

@@ -18,7 +18,6 @@ from dermxai.evaluation.predict import load_images, predict_logits
 from dermxai.inference.ood import abstain_reasons, fit_abstention
 from dermxai.inference.predictor import Predictor
 from dermxai.preprocessing import resize_cover
-from dermxai.probabilities import decision_logits
 
 WORDS = ("invoice", "hello world", "Lorem ipsum dolor", "2026-11-27", "dermxai", "QWERTY 123", "sale -50%")
 
@@ -99,8 +98,8 @@ def non_dermoscopic(n_per_kind: int = 16, seed: int = 0) -> dict[str, list[Image
 def split_logits(predictor: Predictor, data: Path, split_path: Path, subset: str) -> np.ndarray:
     """Decision logits (the bundle's rule applied) of one split subset, preprocessed as in training."""
     rows = from_split(data, split_path, subset).table
-    logits = predict_logits(predictor.model, predictor.config, load_images(rows, predictor.size))
-    return decision_logits(logits, predictor.config)
+    logits = predict_logits(predictor.model, predictor.config, load_images(rows, predictor.config.size))
+    return predictor.config.decision_logits(logits)
 
 
 def abstain_rate(logits: np.ndarray, temperature: float, params: dict) -> float:
@@ -112,13 +111,13 @@ def abstention_report(
     predictor: Predictor, data: Path, split_path: Path, target_accept: float = 0.95, n_per_kind: int = 16, seed: int = 0
 ) -> dict:
     """Fit on the val split, then abstention rates on val, test and each kind of non-dermoscopic probe."""
-    t = predictor.temperature
+    t = predictor.config.temperature
     params = fit_abstention(split_logits(predictor, data, split_path, "val"), t, target_accept)
     rates = {"val": (params["n_val"], 1 - params["val_accept_rate"])}
     test = split_logits(predictor, data, split_path, "test")
     rates["test"] = (len(test), abstain_rate(test, t, params))
     for kind, images in non_dermoscopic(n_per_kind, seed).items():
-        pixels = np.stack([resize_cover(image, predictor.size) for image in images])
-        logits = decision_logits(predict_logits(predictor.model, predictor.config, pixels), predictor.config)
+        pixels = np.stack([resize_cover(image, predictor.config.size) for image in images])
+        logits = predictor.config.decision_logits(predict_logits(predictor.model, predictor.config, pixels))
         rates[kind] = (len(images), abstain_rate(logits, t, params))
     return {"abstain": params, "rates": {k: {"n": n, "abstain_rate": round(r, 4)} for k, (n, r) in rates.items()}}

@@ -1,16 +1,14 @@
 """Calibration on the validation split: decision rule, temperature, malignant threshold, abstention.
 
 ``calibrate_bundle`` computes validation logits once and runs each step of :data:`CALIBRATION_STEPS` on them
-in order; a step returns the config keys it sets (and may record figures under ``config["calibration"]``).
+in order; a step returns the ``BundleConfig`` fields it sets (and may record figures in ``calibration``).
 The first step fits the decision rule (logit adjustment towards balanced accuracy); every later step works
 on the adjusted logits, so temperature, threshold and abstention are fitted on what is served.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,8 @@ from dermxai.evaluation.metrics import (
     negative_log_likelihood,
     operating_point,
 )
-from dermxai.probabilities import decision_logits, logit_adjustment, softmax, temperature
+from dermxai.models.bundle import BundleConfig, load_bundle, write_config
+from dermxai.probabilities import logit_adjustment, softmax
 
 TAU_GRID = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
 """Coarse grid of logit-adjustment strengths: one scalar, not per-class biases, which overfit ~1,500 images."""
@@ -82,7 +81,7 @@ class ValidationSet:
     train_counts: np.ndarray | None = None  # training images per class (the prior of logit adjustment)
 
 
-def decision_step(val: ValidationSet, config: dict) -> dict:
+def decision_step(val: ValidationSet, config: BundleConfig) -> dict:
     """Choose the logit-adjustment strength tau on validation (none without train counts).
 
     Served probabilities must stay calibrated, and logit adjustment moves them towards a balanced prior the
@@ -108,17 +107,17 @@ def decision_step(val: ValidationSet, config: dict) -> dict:
         "train_counts": [int(c) for c in val.train_counts],
     }
     return {
-        "logit_bias": [float(b) for b in logit_adjustment(val.train_counts, tau)],
-        "calibration": {**config.get("calibration", {}), **record},
+        "logit_bias": tuple(float(b) for b in logit_adjustment(val.train_counts, tau)),
+        "calibration": {**config.calibration, **record},
     }
 
 
-CalibrationStep = Callable[[ValidationSet, dict], dict]
+CalibrationStep = Callable[[ValidationSet, BundleConfig], dict]
 
 
-def temperature_step(val: ValidationSet, config: dict) -> dict:
+def temperature_step(val: ValidationSet, config: BundleConfig) -> dict:
     """Fit the temperature; record validation ECE and NLL before and after."""
-    logits = decision_logits(val.logits, config)
+    logits = config.decision_logits(val.logits)
     before = softmax(logits)
     fitted = fit_temperature(logits, val.labels)
     after = softmax(logits, fitted)
@@ -128,12 +127,12 @@ def temperature_step(val: ValidationSet, config: dict) -> dict:
         "nll_before": negative_log_likelihood(val.labels, before),
         "nll_after": negative_log_likelihood(val.labels, after),
     }
-    return {"temperature": fitted, "calibration": {**config.get("calibration", {}), **record}}
+    return {"temperature": fitted, "calibration": {**config.calibration, **record}}
 
 
-def threshold_step(val: ValidationSet, config: dict) -> dict:
+def threshold_step(val: ValidationSet, config: BundleConfig) -> dict:
     """Choose the malignant threshold on calibrated probabilities for the target sensitivity."""
-    probs = softmax(decision_logits(val.logits, config), temperature(config))
+    probs = config.served_probabilities(val.logits)
     threshold = malignant_threshold(probs, val.labels, val.target_sensitivity, val.classes)
     point = operating_point(val.labels, probs, val.classes, threshold)
     record = {
@@ -142,36 +141,30 @@ def threshold_step(val: ValidationSet, config: dict) -> dict:
         "val_specificity": point["specificity"],
     }
     return {
-        "thresholds": {**config.get("thresholds", {}), "malignant": threshold},
-        "calibration": {**config.get("calibration", {}), **record},
+        "thresholds": {**config.thresholds, "malignant": threshold},
+        "calibration": {**config.calibration, **record},
     }
 
 
-def abstention_step(val: ValidationSet, config: dict) -> dict:
+def abstention_step(val: ValidationSet, config: BundleConfig) -> dict:
     """The app's abstention thresholds (``dermxai.inference.ood``), accepting 95% of validation images."""
     from dermxai.inference.ood import fit_abstention
 
-    return {"abstain": fit_abstention(decision_logits(val.logits, config), temperature(config))}
+    return {"abstain": fit_abstention(config.decision_logits(val.logits), config.temperature)}
 
 
 CALIBRATION_STEPS: list[CalibrationStep] = [decision_step, temperature_step, threshold_step, abstention_step]
 """Run in order by :func:`calibrate_config`; append a step to fit more parameters on the same logits."""
 
 
-def calibrate_config(val: ValidationSet, config: dict, steps: Sequence[CalibrationStep] | None = None) -> dict:
-    """A copy of ``config`` with every step's keys applied in turn (each step sees the previous ones)."""
-    updated = {**config, "calibration": {"n_val": len(val.labels)}, "temperature": 1.0}
-    updated.pop("logit_bias", None)
+def calibrate_config(
+    val: ValidationSet, config: BundleConfig, steps: Sequence[CalibrationStep] | None = None
+) -> BundleConfig:
+    """A copy of ``config`` with every step's fields applied in turn (each step sees the previous ones)."""
+    updated = config.replace(calibration={"n_val": len(val.labels)}, temperature=1.0, logit_bias=None)
     for step in CALIBRATION_STEPS if steps is None else steps:
-        updated.update(step(val, updated))
+        updated = updated.replace(**step(val, updated))
     return updated
-
-
-def write_config(bundle: Path, config: dict) -> None:
-    """Replace ``bundle/config.json`` atomically (write a temporary file, then rename)."""
-    partial = Path(bundle) / f"config.json.{os.getpid()}.partial"
-    partial.write_text(json.dumps(config, indent=2, default=str))
-    os.replace(partial, Path(bundle) / "config.json")
 
 
 def train_counts(data: Path, split: Path, classes: list[str], images: Path | None = None) -> np.ndarray | None:
@@ -195,19 +188,18 @@ def calibrate_bundle(
     cache_dir: Path | None = None,
     batch_size: int = 64,
     steps: Sequence[CalibrationStep] | None = None,
-) -> dict:
+) -> BundleConfig:
     """Fit every calibration step on the ``val`` subset of ``split`` and rewrite the bundle's config.json."""
     from dermxai.evaluation.evaluate import from_split
     from dermxai.evaluation.predict import load_images, predict_logits
-    from dermxai.models.bundle import load_bundle
 
     if not 0 < target <= 1:
         raise ValueError(f"--target-sensitivity must be in (0, 1], not {target}")
     model, config = load_bundle(bundle)
     model = model.to("cuda") if torch.cuda.is_available() else model  # a lent GPU scores in seconds
     val_set = from_split(data, split, "val", images)
-    classes = list(config["classes"])
-    pixels = load_images(val_set.table, (config["height"], config["width"]), cache_dir, val_set.full_table)
+    classes = list(config.classes)
+    pixels = load_images(val_set.table, config.size, cache_dir, val_set.full_table)
     val = ValidationSet(
         predict_logits(model, config, pixels, batch_size=batch_size),
         val_set.table["dx"].map(classes.index).to_numpy(),
@@ -217,6 +209,6 @@ def calibrate_bundle(
         train_counts(data, split, classes, images),
     )
     updated = calibrate_config(val, config, steps)
-    updated["calibration"]["split"] = str(split)
-    write_config(Path(bundle), updated)
+    updated = updated.replace(calibration={**updated.calibration, "split": str(split)})
+    write_config(bundle, updated)
     return updated

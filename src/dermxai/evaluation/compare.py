@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from dermxai.evaluation.report import fmt
+from dermxai.models.bundle import is_bundle, read_config
 
 EXPLAIN_FILE = "explain_metrics.json"
 
@@ -31,15 +32,10 @@ def load_run(run_dir: Path) -> dict:
     metrics = json.loads(path.read_text()) if path else {}
     provenance = metrics.get("provenance")
     if provenance is None:
-        config_path = run_dir / "bundle" / "config.json"
-        if not config_path.is_file():
-            raise ValueError(f"{run_dir}: neither metrics.json (from `dermxai evaluate`) nor bundle/config.json")
-        config = json.loads(config_path.read_text())
-        provenance = {
-            **config,
-            "train_time_s": config.get("train_time_s", config.get("wall_time_s")),
-            "train_hardware": config.get("hardware"),
-        }
+        if not is_bundle(run_dir / "bundle"):
+            raise ValueError(f"{run_dir}: neither metrics.json (from `dermxai evaluate`) nor a bundle/ folder")
+        config = read_config(run_dir / "bundle")
+        provenance = {**config.to_dict(), "train_hardware": config.hardware}
     explain = next(
         (
             p

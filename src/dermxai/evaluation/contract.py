@@ -4,25 +4,11 @@ from __future__ import annotations
 
 from numbers import Real
 
-REQUIRED = (
-    "n",
-    "classes",
-    "accuracy",
-    "balanced_accuracy",
-    "macro_precision",
-    "macro_recall",
-    "macro_f1",
-    "weighted_f1",
-    "macro_auc",
-    "ece",
-    "per_class",
-    "confusion_matrix",
-    "ci95",
-    "malignant",
-)
+from dermxai.evaluation.metrics import SCALARS
+
+REQUIRED = ("n", "classes", *SCALARS, "per_class", "confusion_matrix", "ci95", "malignant")
 PER_CLASS = ("precision", "recall", "f1", "auc", "support")
 MALIGNANT = ("threshold", "sensitivity", "specificity")
-SCALARS = REQUIRED[2:10]
 
 
 def check_metrics(metrics: dict) -> None:

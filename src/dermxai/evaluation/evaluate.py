@@ -28,8 +28,8 @@ from dermxai.evaluation.metrics import (
 from dermxai.evaluation.predict import load_images, predict_logits
 from dermxai.evaluation.subgroups import subgroup_table
 from dermxai.machine import describe_machine
-from dermxai.models.bundle import load_bundle
-from dermxai.probabilities import served_probabilities, softmax, temperature
+from dermxai.models.bundle import BundleConfig, load_bundle
+from dermxai.probabilities import softmax
 
 DEFAULT_MALIGNANT_THRESHOLD = 0.5  # used only when the bundle was never calibrated (said so in the report)
 
@@ -65,24 +65,24 @@ def from_labels(labels: Path, images: Path | None = None) -> EvalSet:
     return EvalSet(table, table["lesion_id"].to_numpy(), source, table)
 
 
-def provenance(bundle: Path, config: dict, command: str, eval_set: EvalSet) -> dict:
+def provenance(bundle: Path, config: BundleConfig, command: str, eval_set: EvalSet) -> dict:
     """What a comparison table needs to know about the model and this evaluation."""
     return {
         "bundle": str(bundle),
-        "arch": config["arch"],
-        "height": config["height"],
-        "width": config["width"],
-        "weights": config.get("weights"),
-        "epochs_trained": config.get("epochs_trained"),
-        "best_epoch": config.get("best_epoch"),
-        "val_bacc": config.get("val_bacc"),
-        "train_time_s": config.get("train_time_s", config.get("wall_time_s")),
-        "train_hardware": config.get("hardware"),
-        "seed": config.get("seed"),
-        "split_fingerprint": config.get("split_fingerprint"),
-        "temperature": temperature(config),
-        "logit_bias": config.get("logit_bias"),
-        "thresholds": config.get("thresholds", {}),
+        "arch": config.arch,
+        "height": config.height,
+        "width": config.width,
+        "weights": config.weights,
+        "epochs_trained": config.epochs_trained,
+        "best_epoch": config.best_epoch,
+        "val_bacc": config.val_bacc,
+        "train_time_s": config.train_time_s,
+        "train_hardware": config.hardware,
+        "seed": config.seed,
+        "split_fingerprint": config.split_fingerprint,
+        "temperature": config.temperature,
+        "logit_bias": None if config.logit_bias is None else list(config.logit_bias),
+        "thresholds": config.thresholds,
         "eval_hardware": describe_machine(),
         "command": command,
         "evaluated_on": eval_set.source,
@@ -107,23 +107,23 @@ def evaluate(
     """Predict, score, bootstrap and write ``metrics.json``, ``predictions.csv`` (and ``report.md``) in ``out``."""
     model, config = load_bundle(bundle)
     model = model.to("cuda") if torch.cuda.is_available() else model  # a lent GPU scores in seconds
-    classes = list(config["classes"])
+    classes = list(config.classes)
     unknown = sorted(set(eval_set.table["dx"]) - set(classes))
     if unknown:
         raise DatasetError(f"labels {', '.join(unknown)} are not among the model's classes {', '.join(classes)}")
-    images = load_images(eval_set.table, (config["height"], config["width"]), cache_dir, eval_set.full_table)
+    images = load_images(eval_set.table, config.size, cache_dir, eval_set.full_table)
     start = time.perf_counter()
     logits = predict_logits(model, config, images, tta=tta, batch_size=batch_size)
     seconds = time.perf_counter() - start
     y = eval_set.table["dx"].map(classes.index).to_numpy()
-    threshold = config.get("thresholds", {}).get("malignant")
+    threshold = config.malignant_threshold
     threshold_source = (
         "bundle (chosen on validation)"
         if threshold is not None
         else f"default {DEFAULT_MALIGNANT_THRESHOLD} (bundle not calibrated)"
     )
-    threshold = DEFAULT_MALIGNANT_THRESHOLD if threshold is None else float(threshold)
-    raw, probs = softmax(logits), served_probabilities(logits, config)
+    threshold = DEFAULT_MALIGNANT_THRESHOLD if threshold is None else threshold
+    raw, probs = softmax(logits), config.served_probabilities(logits)
 
     metrics = {"n": int(len(y)), "classes": classes, **classification_report(y, probs, classes, threshold)}
     metrics["ci95"] = bootstrap_ci(
@@ -132,14 +132,14 @@ def evaluate(
     metrics.update(
         {
             "balanced_accuracy_argmax": balanced_accuracy(y, raw.argmax(1), len(classes)),
-            "decision_rule": "argmax of softmax((logits + logit_bias) / T)" if config.get("logit_bias") else "argmax",
+            "decision_rule": "argmax of softmax((logits + logit_bias) / T)" if config.logit_bias else "argmax",
             "ece_uncalibrated": expected_calibration_error(y, raw),
             "nll": negative_log_likelihood(y, probs),
             "nll_uncalibrated": negative_log_likelihood(y, raw),
-            "temperature": temperature(config),
+            "temperature": config.temperature,
             "malignant_threshold_source": threshold_source,
             "tta": tta,
-            "tta_views": (8 if config["height"] == config["width"] else 4) if tta else 1,
+            "tta_views": (8 if config.height == config.width else 4) if tta else 1,
             "inference_s": round(seconds, 2),
             "bootstrap": {
                 "resamples": n_bootstrap,

@@ -20,7 +20,6 @@ from PIL import Image, ImageFilter
 from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.metrics import binary_auc
 from dermxai.inference.feature_gate import DEFAULT_COMPONENTS, TARGET_ACCEPT, FeatureGate, fit_gate, fit_threshold
-from dermxai.models.bundle import gate_layer
 from dermxai.preprocessing import resize_cover
 
 
@@ -91,7 +90,7 @@ def features_of(predictor, images: Iterable[Image.Image], batch: int = 64) -> np
         pixels.clear()
 
     for image in images:
-        pixels.append(resize_cover(image, predictor.size))
+        pixels.append(resize_cover(image, predictor.config.size))
         if len(pixels) == batch:
             flush()
     if pixels:
@@ -127,7 +126,7 @@ def fit_bundle_gate(
     gate = fit_threshold(gate, val, target_accept)
     record = {
         "method": "Mahalanobis distance (probabilistic PCA covariance) of pooled mean/std features",
-        "gate_layer": gate_layer(predictor.config),
+        "gate_layer": predictor.config.feature_layer(),
         "components": int(gate.components.shape[0]),
         "n_train": len(train),
         "n_train_variants": len(variants),

@@ -20,6 +20,7 @@ from dermxai.data.oversample import oversample, read_copies
 from dermxai.data.splits import grouped_split, honest_groups, image_split, read_split, write_split
 from dermxai.evaluation.evaluate import evaluate, from_split
 from dermxai.evaluation.report import fmt, plt
+from dermxai.models.bundle import is_bundle
 from dermxai.training.config import TrainConfig
 
 LEAK_RECIPE = {
@@ -106,7 +107,7 @@ def run_leak(
         arm_config = config
         if config.limit_train_batches == 1.0:
             arm_config = TrainConfig.from_dict({**config.to_dict(), "limit_train_batches": steps})
-        if not (run_dir / "bundle" / "config.json").is_file():
+        if not is_bundle(run_dir / "bundle"):
             train(
                 arm["data"],
                 arm["split"],

@@ -15,7 +15,7 @@ from scipy.stats import rankdata
 from dermxai.data.labels import MALIGNANT
 
 ECE_BINS = 15
-HEADLINE = (
+SCALARS = (
     "accuracy",
     "balanced_accuracy",
     "macro_precision",
@@ -24,10 +24,9 @@ HEADLINE = (
     "weighted_f1",
     "macro_auc",
     "ece",
-    "melanoma_recall",
-    "malignant_sensitivity",
-    "malignant_specificity",
 )
+"""The whole-set figures every ``metrics.json`` holds (see ``evaluation.contract``)."""
+HEADLINE = (*SCALARS, "melanoma_recall", "malignant_sensitivity", "malignant_specificity")
 
 
 def confusion(y: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from dermxai.data.cache import build_cache
+from dermxai.models.bundle import BundleConfig
 from dermxai.preprocessing import load_resized, to_batch
 
 
@@ -30,7 +31,7 @@ def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
 
 
 def predict_logits(
-    model: nn.Module, config: dict, images_uint8_nhwc: np.ndarray, tta: bool = False, batch_size: int = 64
+    model: nn.Module, config: BundleConfig, images_uint8_nhwc: np.ndarray, tta: bool = False, batch_size: int = 64
 ) -> np.ndarray:
     """Logits (N, C) for uint8 NHWC images at the bundle's height x width.
 
@@ -38,7 +39,7 @@ def predict_logits(
     probabilities, and dividing it by the bundle temperature applies calibration as for plain logits.
     """
     if len(images_uint8_nhwc) == 0:
-        return np.zeros((0, len(config["classes"])), dtype=np.float32)
+        return np.zeros((0, len(config.classes)), dtype=np.float32)
     device = next(model.parameters()).device
     model.eval()
     out = []

@@ -40,7 +40,7 @@ def _explain_file(predictor, image: Path, method: str, target_class: str | None)
     if not image.is_file():
         raise FileNotFoundError(f"{image}: no such image file")
     explanation = predictor.explain(image.read_bytes(), method, target_class)
-    return resize_cover(explanation.image, predictor.size), explanation
+    return resize_cover(explanation.image, predictor.config.size), explanation
 
 
 def _caption(name: str, explanation) -> str:
@@ -71,9 +71,9 @@ def explain_command(
     from dermxai.inference.predictor import Predictor
 
     predictor = Predictor(model or default_bundle())
-    methods = list(METHODS) if all_methods else [check_method(method or predictor.cam_method)]
+    methods = list(METHODS) if all_methods else [check_method(method or predictor.config.cam_method)]
     mask = mask or mask_next_to(image)
-    outline = read_mask(mask, predictor.config) if mask else None
+    outline = read_mask(mask, predictor.config.size) if mask else None
     panels = []
     for m in methods:
         pixels, explanation = _explain_file(predictor, image, m, class_name)
@@ -81,8 +81,8 @@ def explain_command(
     panels.insert(0, Panel(pixels, "input" + (" (mask outlined)" if outline is not None else ""), mask=outline))
     top = explanation.prediction
     title = (
-        f"{image.name} - {predictor.config['arch']}: predicted {top.top_class}, calibrated probability "
-        f"{top.confidence:.2f} (T={predictor.temperature:.2f})"
+        f"{image.name} - {predictor.config.arch}: predicted {top.top_class}, calibrated probability "
+        f"{top.confidence:.2f} (T={predictor.config.temperature:.2f})"
     )
     rows = [panels[i : i + PER_ROW] for i in range(0, len(panels), PER_ROW)]
     typer.echo(f"{top.top_class} {top.confidence:.3f} -> {panel_grid(rows, out, title)}")
@@ -119,7 +119,7 @@ def explain_compare_command(
         row = []
         for n, (label, predictor) in enumerate(predictors):
             pixels, explanation = _explain_file(predictor, image, method, None)
-            outline = read_mask(mask, predictor.config) if mask else None
+            outline = read_mask(mask, predictor.config.size) if mask else None
             if n == 0:
                 row.append(Panel(pixels, image.stem, mask=outline))
             row.append(Panel(pixels, _caption(label, explanation), explanation.cam, outline))
@@ -178,7 +178,7 @@ def explain_score_command(
     """Score CAMs against lesion masks (in-mask energy, pointing game, deletion/insertion, stability) vs chance."""
     from dermxai.explain.evaluate import fmt, score_explanations
     from dermxai.inference.bundles import default_bundle
-    from dermxai.models.bundle import cam_method, read_config
+    from dermxai.models.bundle import read_config
 
     if limit is not None and limit < 1:
         raise ValueError("--limit must be at least 1")
@@ -188,7 +188,7 @@ def explain_score_command(
         data,
         split,
         subset,
-        method or [cam_method(read_config(bundle))],
+        method or [read_config(bundle).cam_method],
         out,
         limit=limit,
         slow_limit=slow_limit,

@@ -24,9 +24,8 @@ from dermxai.data.splits import read_split
 from dermxai.explain import scores
 from dermxai.explain.io import read_mask, read_model_input
 from dermxai.inference.cams import check_method, explain
-from dermxai.models.bundle import load_bundle
+from dermxai.models.bundle import BundleConfig, load_bundle
 from dermxai.preprocessing import to_batch
-from dermxai.probabilities import served_probabilities, temperature
 
 METRICS = ("in_mask_energy", "pointing_game", "deletion_auc", "insertion_auc")
 BLUR_SHARE = 0.1  # Gaussian blur radius of the "removed" image, as a share of the longer input side
@@ -34,9 +33,9 @@ SLOW_METHODS = ("scorecam",)  # a forward pass per target-layer channel: capped 
 BASELINES = ("uniform", "gaussian")
 
 
-def probabilities(logits: torch.Tensor, config: dict) -> np.ndarray:
+def probabilities(logits: torch.Tensor, config: BundleConfig) -> np.ndarray:
     """Served class probabilities (the bundle's decision rule and temperature)."""
-    return served_probabilities(logits.detach().float().cpu().numpy(), config)
+    return config.served_probabilities(logits.detach().float().cpu().numpy())
 
 
 def blurred(image: np.ndarray) -> np.ndarray:
@@ -45,7 +44,7 @@ def blurred(image: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
 
 
-def class_probability(model: torch.nn.Module, config: dict, target: int, batch_size: int = 64) -> Callable:
+def class_probability(model: torch.nn.Module, config: BundleConfig, target: int, batch_size: int = 64) -> Callable:
     """A function: uint8 images (N, H, W, 3) -> calibrated probability of class ``target``."""
 
     def run(images: np.ndarray) -> np.ndarray:
@@ -95,7 +94,7 @@ class Sample:
 
 def score_batch(
     model: torch.nn.Module,
-    config: dict,
+    config: BundleConfig,
     rows: pd.DataFrame,
     methods: list[str],
     slow_left: int,
@@ -107,7 +106,7 @@ def score_batch(
     ``steps=0`` scores localisation only (in-mask energy, pointing game): no deletion/insertion curves and
     no stability, about 10x faster, for choosing a layer and method.
     """
-    images = np.stack([read_model_input(p, config) for p in rows["path"]])
+    images = np.stack([read_model_input(p, config.size) for p in rows["path"]])
     batch = to_batch(images, config)
     with torch.no_grad():
         probs = probabilities(model(batch), config)
@@ -116,7 +115,7 @@ def score_batch(
             rows.iloc[n],
             images[n],
             blurred(images[n]),
-            read_mask(rows.iloc[n]["mask_path"], config),
+            read_mask(rows.iloc[n]["mask_path"], config.size),
             int(probs[n].argmax()),
             float(probs[n].max()),
         )
@@ -128,7 +127,7 @@ def score_batch(
         if count == 0:
             continue
         targets = [s.target for s in samples[:count]]
-        cams, _ = explain(model, config, batch[:count], method, targets)
+        cams, _ = explain(model, config.target_layer(), batch[:count], method, targets)
         unstable = (
             _stability(model, config, images[:count], cams, method, targets)
             if steps and method not in SLOW_METHODS
@@ -147,7 +146,9 @@ def score_batch(
     return records
 
 
-def _record(model, config: dict, sample: Sample, method: str, saliency: np.ndarray, steps: int, seed: int) -> dict:
+def _record(
+    model, config: BundleConfig, sample: Sample, method: str, saliency: np.ndarray, steps: int, seed: int
+) -> dict:
     """One image's scores for one map (``steps=0``: no deletion/insertion curves)."""
     deletion, insertion = (
         scores.deletion_insertion_auc(
@@ -162,7 +163,7 @@ def _record(model, config: dict, sample: Sample, method: str, saliency: np.ndarr
         "lesion_group": row["lesion_group"],
         "dx": row["dx"],
         "method": method,
-        "predicted": config["classes"][sample.target],
+        "predicted": config.classes[sample.target],
         "probability": sample.probability,
         "mask_share": float(sample.mask.mean()),
         "in_mask_energy": scores.in_mask_energy(saliency, sample.mask),
@@ -178,7 +179,7 @@ def _stability(model, config, images, cams, method, targets) -> dict[str, list[f
     for name in scores.stability_transforms(*images.shape[1:3]):
         forward, inverse = scores.TRANSFORMS[name]
         moved = np.stack([np.ascontiguousarray(forward(image)) for image in images])
-        moved_cams, _ = explain(model, config, to_batch(moved, config), method, targets)
+        moved_cams, _ = explain(model, config.target_layer(), to_batch(moved, config), method, targets)
         result[name] = [scores.pearson(inverse(m), c) for m, c in zip(moved_cams, cams)]
     return result
 
@@ -274,7 +275,7 @@ def score_explanations(
     scored_steps = steps if faithfulness else 0
     model, config = load_bundle(bundle)
     if layer:
-        config = {**config, "cam_layer": layer}
+        config = config.replace(cam_layer=layer)
     model = model.to(memory_format=torch.channels_last)  # about 1.3x faster convolutions on CPU
     chosen = select_images(Path(data), Path(split), subset, limit, seed, images)
     records: list[dict] = []
@@ -323,12 +324,12 @@ def _provenance(command, bundle, config, data, split, subset, limit, slow_limit,
     return {
         "command": command,
         "bundle": str(bundle),
-        "arch": config["arch"],
-        "input": [config["height"], config["width"]],
-        "weights": config.get("weights"),
-        "cam_layer": config.get("cam_layer"),
-        "temperature": temperature(config),
-        "split_fingerprint": config.get("split_fingerprint"),
+        "arch": config.arch,
+        "input": list(config.size),
+        "weights": config.weights,
+        "cam_layer": config.target_layer(),
+        "temperature": config.temperature,
+        "split_fingerprint": config.split_fingerprint,
         "data": str(data),
         "split": str(split),
         "subset": subset,

@@ -16,22 +16,22 @@ from dermxai.data.index import MASK_SUFFIX
 from dermxai.preprocessing import load_resized
 
 
-def read_model_input(path: str | Path, config: dict) -> np.ndarray:
-    """The image as the model sees it: uint8 (H, W, 3) at the bundle's input size."""
+def read_model_input(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """The image as the model sees it: uint8 (H, W, 3) at the bundle's input ``size`` (h, w)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     try:
-        return load_resized(str(path), (config["height"], config["width"]))
+        return load_resized(str(path), size)
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not an image (use a JPEG or PNG file)") from None
 
 
-def read_mask(path: str | Path, config: dict) -> np.ndarray:
+def read_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """A lesion mask (white = lesion) as a boolean (H, W) array, resized exactly like the image."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such mask file")
-    return read_model_input(path, config)[..., 0] > 127
+    return read_model_input(path, size)[..., 0] > 127
 
 
 def image_id_of(path: str | Path) -> str:

@@ -7,14 +7,11 @@ import os
 from pathlib import Path
 
 from dermxai.assets import DEFAULT_MODEL
+from dermxai.models.bundle import is_bundle
 
 ENV = "DERMXAI_MODEL"
 MODELS_DIR = Path("models")
 """Extra bundles: every bundle folder under ``./models`` (relative to the working folder)."""
-
-
-def is_bundle(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
 def default_bundle() -> Path:

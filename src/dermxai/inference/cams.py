@@ -1,7 +1,7 @@
 """Class activation maps for any bundled model, on pytorch-grad-cam.
 
-The CAM target layer comes from the bundle config (``cam_layer``) or the model registry, never from a
-hard-coded list here. The prediction is read from the same forward pass that the CAM hooks record
+The CAM target layer is a module path: the bundle's (``BundleConfig.target_layer()``: its ``cam_layer``, else
+the model registry's), never a hard-coded list here. The prediction is read from the same forward pass that the CAM hooks record
 (Score-CAM adds one forward pass per channel of the target layer to weigh the channels).
 """
 
@@ -15,8 +15,6 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 from torch import nn
-
-from dermxai.models.registry import architecture
 
 
 class QuietScoreCAM(ScoreCAM):
@@ -75,12 +73,8 @@ def check_method(method: str) -> str:
     return method
 
 
-def target_layer(model: nn.Module, config_or_arch: dict | str) -> nn.Module:
-    """The CAM target layer of ``model``: ``config["cam_layer"]`` of a bundle, or the registry's for an arch name."""
-    if isinstance(config_or_arch, dict):
-        path = config_or_arch.get("cam_layer") or architecture(config_or_arch["arch"]).cam_layer
-    else:
-        path = architecture(config_or_arch).cam_layer
+def target_layer(model: nn.Module, path: str) -> nn.Module:
+    """The module of ``model`` at ``path`` (such as ``blocks.4``); a ValueError when there is none."""
     try:
         return model.get_submodule(path)
     except AttributeError as error:
@@ -99,21 +93,22 @@ def _clone_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> tor
 
 def explain(
     model: nn.Module,
-    config: dict | str,
+    layer_path: str,
     batch: torch.Tensor,
     method: str = "gradcam",
     target_classes: list[int] | None = None,
 ) -> tuple[np.ndarray, torch.Tensor]:
     """CAMs (N, H, W) in [0, 1] for ``target_classes`` (default: each image's top class) and the logits (N, C).
 
-    ``batch`` is the normalised (N, 3, H, W) float input. Both outputs come from one forward pass, whose
-    gradients are taken from the target layer on (the layers below it need none).
+    ``layer_path`` names the target layer (``BundleConfig.target_layer()``); ``batch`` is the normalised
+    (N, 3, H, W) float input. Both outputs come from one forward pass, whose gradients are taken from the
+    target layer on (the layers below it need none).
     """
     check_method(method)
     if target_classes is not None and len(target_classes) != len(batch):
         raise ValueError(f"{len(target_classes)} target classes for {len(batch)} images")
     model.eval()
-    layer = target_layer(model, config)
+    layer = target_layer(model, layer_path)
     targets = None if target_classes is None else [ClassifierOutputTarget(int(c)) for c in target_classes]
     with torch.enable_grad(), METHODS[method](model=model, target_layers=[layer]) as cam:
         handles = [

@@ -21,15 +21,17 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
+    from dermxai.models.bundle import BundleConfig
+
 ONNX_NAME = "model.onnx"
 WEIGHTS_KEY = "dermxai.weights_sha256"
 CONFIG_KEY = "dermxai.config_sha256"
 GRAPH_FIELDS = ("arch", "classes", "height", "width", "mean", "std", "gate_layer")
 
 
-def config_digest(config: dict) -> str:
-    """SHA-256 of the config fields an exported graph depends on."""
-    fields = {key: config.get(key) for key in GRAPH_FIELDS}
+def config_digest(config: BundleConfig) -> str:
+    """SHA-256 of the config fields an exported graph depends on (as stored: unset is null)."""
+    fields = {key: getattr(config, key) for key in GRAPH_FIELDS}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -111,7 +113,7 @@ def load_backend(
     The PyTorch backend returns the gate features of the architecture's gate layer; the ONNX one those of
     the graph (none when it was exported without them). Only the PyTorch path imports torch.
     """
-    from dermxai.models.bundle import BundleError, gate_layer, load_bundle, read_config
+    from dermxai.models.bundle import BundleError, load_bundle, read_config
 
     bundle_dir = Path(bundle_dir)
     onnx_path = bundle_dir / ONNX_NAME
@@ -123,10 +125,10 @@ def load_backend(
             warnings.warn(f"{onnx_path} cannot be read ({type(error).__name__}); using PyTorch instead", stacklevel=2)
         else:
             width = backend.session.get_outputs()[0].shape[-1]
-            if isinstance(width, int) and width != len(config["classes"]):
+            if isinstance(width, int) and width != len(config.classes):
                 raise BundleError(
                     f"{onnx_path} outputs {width} classes but config.json names "
-                    f"{len(config['classes'])}; re-export the bundle with `dermxai export`"
+                    f"{len(config.classes)}; re-export the bundle with `dermxai export`"
                 )
             if backend.metadata.get(WEIGHTS_KEY) == weights_digest(bundle_dir) and backend.metadata.get(
                 CONFIG_KEY
@@ -141,4 +143,4 @@ def load_backend(
         model, config = load_bundle(bundle_dir)
     else:
         config = read_config(bundle_dir)
-    return TorchBackend(model, threads, gate_layer(config))
+    return TorchBackend(model, threads, config.feature_layer())

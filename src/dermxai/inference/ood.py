@@ -6,8 +6,8 @@ Two scores of the logits, both at the bundle's temperature ``T``:
 - the energy ``-T * logsumexp(logits / T)`` (Liu et al., NeurIPS 2020): low for inputs like the training
   data, higher for unfamiliar ones, and less fooled than the softmax by confidently wrong extrapolation.
 
-A prediction abstains when its confidence is below ``config["abstain"]["min_confidence"]`` or its energy
-above ``config["abstain"]["max_energy"]``. ``fit_abstention`` sets both on validation logits so that a
+A prediction abstains when its confidence is below the bundle's ``abstain["min_confidence"]`` or its energy
+above ``abstain["max_energy"]`` (``BundleConfig.abstain``). ``fit_abstention`` sets both on validation logits so that a
 chosen share (default 95%) of validation images is accepted, each score taking half of the rejections.
 """
 
@@ -34,7 +34,7 @@ def energy(logits: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def fit_abstention(val_logits: np.ndarray, temperature: float, target_accept: float = TARGET_ACCEPT) -> dict:
-    """Thresholds accepting ``target_accept`` of the validation images: the ``config["abstain"]`` dict.
+    """Thresholds accepting ``target_accept`` of the validation images: ``BundleConfig.abstain``.
 
     Each score first rejects half of the ``1 - target_accept`` share (jointly at most that share); as the two
     rejected sets overlap, both quantiles are then moved together as far as the joint acceptance allows.

@@ -22,9 +22,8 @@ from dermxai.inference.feature_gate import FeatureGate, load_gate
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend, weights_digest
 from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
-from dermxai.models.bundle import cam_method, load_bundle, read_config
+from dermxai.models.bundle import load_bundle, read_config
 from dermxai.preprocessing import resize_cover, to_array, to_batch
-from dermxai.probabilities import decision_logits, temperature
 
 
 @dataclass(frozen=True)
@@ -154,12 +153,7 @@ class Predictor:
             # a graph exported before the gate existed has no features output: serve on PyTorch (re-export it)
             self.backend = load_backend(self.folder, prefer_onnx=False)
         self.model_id = model_id(self.folder)
-        self.classes: list[str] = list(self.config["classes"])
-        self.temperature = temperature(self.config)
-        self.cam_method: str = cam_method(self.config)
-        self.threshold: float | None = (self.config.get("thresholds") or {}).get("malignant")
-        self.abstain_params: dict | None = self.config.get("abstain") or None
-        self.size = (int(self.config["height"]), int(self.config["width"]))
+        self.classes: list[str] = list(self.config.classes)
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
         self._lock = threading.Lock()
 
@@ -192,9 +186,9 @@ class Predictor:
         ``features``: the image's gate features; when the bundle has a gate and they are out of its range, the
         prediction is withheld as out-of-distribution, before and above every other reason.
         """
-        adjusted = decision_logits(logits[None], self.config)[0]
-        probs = calibrated_probabilities(adjusted, self.temperature)
-        reasons = abstain_reasons(adjusted, self.temperature, self.abstain_params)
+        adjusted = self.config.decision_logits(logits[None])[0]
+        probs = calibrated_probabilities(adjusted, self.config.temperature)
+        reasons = abstain_reasons(adjusted, self.config.temperature, self.config.abstain)
         ood_score, outside = None, False
         if self.gate is not None and features is not None:
             ood_score = float(self.gate.scores(features[None])[0])
@@ -205,16 +199,16 @@ class Predictor:
             self.model_id,
             self.classes,
             probs,
-            self.threshold,
+            self.config.malignant_threshold,
             reasons,
-            float(energy(adjusted, self.temperature)),
+            float(energy(adjusted, self.config.temperature)),
             ood_score,
             outside,
         )
 
     def predict(self, data: bytes | Image.Image) -> Prediction:
         """The served prediction for one image (bytes are validated first)."""
-        array = resize_cover(self.load(data), self.size)
+        array = resize_cover(self.load(data), self.config.size)
         logits, features = self.outputs(array[None])
         return self.interpret(logits[0], None if features is None else features[0])
 
@@ -226,20 +220,24 @@ class Predictor:
         The CAM's default target is the served label, so a heatmap always explains the class shown beside it;
         the default method is the bundle's ``cam_method`` (Grad-CAM when it has none).
         """
-        method = method or self.cam_method
+        method = method or self.config.cam_method
         from dermxai.inference.cams import explain
 
         if target_class is not None and target_class not in self.classes:
             raise ValueError(f"unknown class {target_class!r}: use one of {', '.join(self.classes)}")
         image = self.load(data)
-        resized = resize_cover(image, self.size)[None]
+        resized = resize_cover(image, self.config.size)[None]
         image.thumbnail((EXPLANATION_SIDE, EXPLANATION_SIDE))  # kept for overlays: bounded, whatever the upload
         logits, features = self.outputs(resized)
         prediction = self.interpret(logits[0], None if features is None else features[0])
         target = target_class or prediction.top_class  # the served label, after the decision rule
         with self._lock:
             cams, _ = explain(
-                self.model, self.config, to_batch(resized, self.config), method, [self.classes.index(target)]
+                self.model,
+                self.config.target_layer(),
+                to_batch(resized, self.config),
+                method,
+                [self.classes.index(target)],
             )
         return Explanation(prediction, cams[0], image, method, target)
 

@@ -1,85 +1,245 @@
-"""Model bundles: ``model.safetensors`` + ``config.json`` + ``MODEL_CARD.md``; loading never unpickles."""
+"""Model bundles: ``model.safetensors`` + ``config.json`` + ``MODEL_CARD.md``; loading never unpickles.
+
+``BundleConfig`` is the one contract of ``config.json``: every reader and writer goes through it (timm's
+``PretrainedCfg`` for a trained bundle). It is frozen; change a bundle with ``update_config`` (atomic) or
+``config.replace`` then ``write_config``. Keys it does not know are kept in ``extra`` and written back, and
+configs written before it (no ``version``) still load.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dermxai.probabilities import decision_logits, served_probabilities
 
 if TYPE_CHECKING:
     from torch import nn
+
+BUNDLE_VERSION = 2
+"""Version 2 adds ``version`` itself; version 1 (no ``version`` key) may name ``wall_time_s`` for ``train_time_s``."""
 
 CARD = """# {arch} for HAM10000 diagnosis ({note})
 
 - Architecture: `{arch}` ({weights} initialisation), input {height}x{width}, classes {classes}.
 - Trained by `dermxai train` for {epochs_trained} epoch(s) (best validation epoch {best_epoch}, validation
-  balanced accuracy {val_bacc}), seed {seed}, training time {train_time_s:.0f} s (sum of training epochs).
+  balanced accuracy {val_bacc}), seed {seed}, training time {train_time} (sum of training epochs).
 - Data: HAM10000 (CC BY-NC 4.0; Tschandl et al., Sci. Data 5, 180161, 2018), split fingerprint
   `{split_fingerprint}`. Non-commercial use only, with attribution.
 - Not a medical device: for research and teaching. Phone photos are not dermoscopy.
 """
 
 
-def save_bundle(folder: str | Path, model: nn.Module, config: dict, note: str = "research model") -> Path:
-    """Write the bundle folder; ``config`` holds architecture, classes, input size, normalisation, provenance."""
+class BundleError(ValueError):
+    """A bundle folder that cannot be used: a malformed config, or weights that do not fit it."""
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """What a bundle's ``config.json`` holds: the model's input contract, its served decision, provenance."""
+
+    # the input and output contract (required)
+    arch: str
+    classes: tuple[str, ...]
+    height: int
+    width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    # what is served from the logits, fitted on validation by `dermxai calibrate` and `gate`
+    temperature: float = 1.0
+    logit_bias: tuple[float, ...] | None = None  # decision rule: logits + logit_bias (None: plain argmax)
+    thresholds: dict[str, float] = field(default_factory=dict)  # "malignant": flag at this malignant score
+    abstain: dict[str, Any] | None = None  # min_confidence, max_energy and how they were fitted
+    calibration: dict[str, Any] = field(default_factory=dict)  # what calibration measured on validation
+    gate_layer: str | None = None  # None: the architecture's default
+    ood_gate: dict[str, Any] | None = None  # how the out-of-distribution gate was fitted
+    cam_layer: str | None = None  # None: the architecture's default
+    cam_method: str = "gradcam"
+    cam_choice: dict[str, Any] | None = None  # how cam_layer and cam_method were chosen
+    # provenance
+    weights: str | None = None
+    seed: int | None = None
+    epochs_trained: int | None = None
+    best_epoch: int | None = None
+    val_bacc: float | None = None
+    train_time_s: float | None = None
+    recipe: dict[str, Any] | None = None
+    precision: str | None = None
+    dataset_fingerprint: str | None = None
+    split_fingerprint: str | None = None
+    hardware: str | None = None
+    versions: dict[str, str] | None = None
+    storage: str | None = None
+    checkpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
+    version: int = BUNDLE_VERSION
+
+    def __post_init__(self) -> None:
+        for name in ("classes", "mean", "std", "logit_bias"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        for name, kind, what in (
+            ("arch", str, "a string"),
+            ("classes", tuple, "a list"),
+            ("height", int, "an integer"),
+            ("width", int, "an integer"),
+        ):
+            if not isinstance(getattr(self, name), kind) or isinstance(getattr(self, name), bool):
+                raise BundleError(f"'{name}' must be {what}")
+        if self.height < 8 or self.width < 8 or not (_numbers(self.mean, 3) and _numbers(self.std, 3)):
+            raise BundleError("height and width must be >= 8, mean and std 3 numbers each")
+        if len(self.classes) < 2 or len(set(map(str, self.classes))) != len(self.classes):
+            raise BundleError("'classes' must name at least two distinct classes")
+        if not _numbers((self.temperature,), 1) or not self.temperature > 0:
+            raise BundleError("'temperature' must be a number above 0")
+        if self.logit_bias is not None and not _numbers(self.logit_bias, len(self.classes)):
+            raise BundleError("'logit_bias' must have one value per class")
+        if not isinstance(self.thresholds, dict) or not _numbers(tuple(self.thresholds.values())):
+            raise BundleError("'thresholds' must map names to numbers")
+        if self.abstain is not None and not (
+            isinstance(self.abstain, dict)
+            and _numbers((self.abstain.get("min_confidence"), self.abstain.get("max_energy")))
+        ):
+            raise BundleError("'abstain' must hold numbers 'min_confidence' and 'max_energy'")
+        for name in ("gate_layer", "cam_layer", "cam_method"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise BundleError(f"'{name}' must be a string")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BundleConfig:
+        """A config from its JSON object (any version up to ``BUNDLE_VERSION``); BundleError when malformed."""
+        if not isinstance(data, Mapping):
+            raise BundleError("config.json must hold a JSON object")
+        data = dict(data)
+        version = data.pop("version", 1)
+        if not isinstance(version, int) or version > BUNDLE_VERSION:
+            raise BundleError(f"version {version!r} is newer than this dermxai reads ({BUNDLE_VERSION}): upgrade it")
+        if "wall_time_s" in data:  # version 1's name for train_time_s
+            data.setdefault("train_time_s", data.pop("wall_time_s"))
+        for key in [k for k, v in data.items() if v is None or (isinstance(v, list | dict) and not v)]:
+            del data[key]  # unset: the field's default (version 1 wrote null, {} and [] for "none")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "version"}
+        missing = [name for name in ("arch", "classes", "height", "width", "mean", "std") if name not in data]
+        if missing:
+            raise BundleError(f"'{missing[0]}' is missing")
+        fields = {key: value for key, value in data.items() if key in known}
+        return cls(**fields, extra={key: value for key, value in data.items() if key not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``config.json`` (fields left unset are omitted; unknown keys written back)."""
+        out: dict[str, Any] = {"version": self.version}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name in ("extra", "version") or value is None:
+                continue
+            out[item.name] = list(value) if isinstance(value, tuple) else value
+        return {**out, **self.extra}
+
+    def replace(self, **changes: Any) -> BundleConfig:
+        """A copy with ``changes`` applied (checked like a loaded config)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The model's input (height, width)."""
+        return self.height, self.width
+
+    @property
+    def malignant_threshold(self) -> float | None:
+        """The malignant-score threshold chosen on validation; None when the bundle was never calibrated."""
+        value = self.thresholds.get("malignant")
+        return None if value is None else float(value)
+
+    def decision_logits(self, logits: np.ndarray) -> np.ndarray:
+        """Logits shifted by the bundle's decision rule (unchanged when it has none)."""
+        return decision_logits(logits, self.logit_bias)
+
+    def served_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """What the bundle serves for logits (N, C): ``softmax((logits + logit_bias) / temperature)``."""
+        return served_probabilities(logits, self.logit_bias, self.temperature)
+
+    def target_layer(self) -> str:
+        """The CAM target layer: the bundle's ``cam_layer``, else its architecture's default."""
+        from dermxai.models.registry import architecture
+
+        return self.cam_layer or architecture(self.arch).cam_layer
+
+    def feature_layer(self) -> str | None:
+        """The layer feeding the out-of-distribution gate: the bundle's own, else its architecture's default."""
+        if self.gate_layer:
+            return self.gate_layer
+        from dermxai.models.registry import REGISTRY
+
+        entry = REGISTRY.get(self.arch)
+        return entry.gate_layer if entry else None
+
+
+def _numbers(values: Sequence | None, count: int | None = None) -> bool:
+    """Whether ``values`` are all real numbers (not booleans), ``count`` of them when given."""
+    if not isinstance(values, tuple | list) or (count is not None and len(values) != count):
+        return False
+    return all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
+
+
+def is_bundle(folder: Path) -> bool:
+    """Whether ``folder`` has the two files of a bundle (its config is checked when read)."""
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def read_config(folder: str | Path) -> BundleConfig:
+    """A bundle's config, checked (no weights loaded, no torch imported); BundleError names what is wrong."""
+    folder = Path(folder)
+    if not is_bundle(folder):
+        raise FileNotFoundError(f"{folder}: not a model bundle (needs config.json and model.safetensors)")
+    try:
+        data = json.loads((folder / "config.json").read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{folder}/config.json is not valid JSON ({error})") from None
+    try:
+        return BundleConfig.from_dict(data)
+    except (BundleError, TypeError) as error:
+        raise BundleError(f"{folder}/config.json: {error}") from None
+
+
+def write_config(folder: str | Path, config: BundleConfig) -> None:
+    """Replace ``folder/config.json`` atomically (write a temporary file, then rename)."""
+    partial = Path(folder) / f"config.json.{os.getpid()}.partial"
+    partial.write_text(json.dumps(config.to_dict(), indent=2, default=str))
+    os.replace(partial, Path(folder) / "config.json")
+
+
+def update_config(folder: str | Path, **changes: Any) -> BundleConfig:
+    """Read a bundle's config, apply ``changes`` and write it back atomically; the new config."""
+    config = read_config(folder).replace(**changes)
+    write_config(folder, config)
+    return config
+
+
+def save_bundle(folder: str | Path, model: nn.Module, config: BundleConfig, note: str = "research model") -> Path:
+    """Write the bundle folder: weights, ``config.json`` and a model card."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, folder / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    (folder / "MODEL_CARD.md").write_text(CARD.format(note=note, **config))
+    write_config(folder, config)
+    train_time = "unknown" if config.train_time_s is None else f"{config.train_time_s:.0f} s"
+    fields = dataclasses.asdict(config) | {"classes": ", ".join(config.classes), "train_time": train_time}
+    (folder / "MODEL_CARD.md").write_text(CARD.format(note=note, **fields))
     return folder
 
 
-class BundleError(ValueError):
-    """A bundle folder that cannot be used: a malformed config, or weights that do not fit it."""
-
-
-REQUIRED_KEYS = {"arch": str, "classes": list, "height": int, "width": int, "mean": list, "std": list}
-
-
-def read_config(folder: str | Path) -> dict:
-    """A bundle's config, checked for the keys every reader needs (no weights loaded, no torch imported)."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder}: not a model bundle (needs config.json and model.safetensors)")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"{folder}/config.json is not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise BundleError(f"{folder}/config.json must hold a JSON object")
-    for key, kind in REQUIRED_KEYS.items():
-        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
-            raise BundleError(f"{folder}/config.json: '{key}' is missing or not a {kind.__name__}")
-    if config["height"] < 8 or config["width"] < 8 or len(config["mean"]) != 3 or len(config["std"]) != 3:
-        raise BundleError(f"{folder}/config.json: height and width must be >= 8, mean and std 3 values each")
-    if len(config["classes"]) < 2 or len(set(map(str, config["classes"]))) != len(config["classes"]):
-        raise BundleError(f"{folder}/config.json: 'classes' must name at least two distinct classes")
-    bias = config.get("logit_bias")
-    if bias is not None and (not isinstance(bias, list) or len(bias) != len(config["classes"])):
-        raise BundleError(f"{folder}/config.json: 'logit_bias' must have one value per class")
-    return config
-
-
-def cam_method(config: dict) -> str:
-    """The bundle's default heatmap method (chosen on validation by ``explain-score``), else Grad-CAM."""
-    return config.get("cam_method") or "gradcam"
-
-
-def gate_layer(config: dict) -> str | None:
-    """The layer feeding the out-of-distribution gate: the bundle's own, else its architecture's default."""
-    if config.get("gate_layer"):
-        return config["gate_layer"]
-    from dermxai.models.registry import REGISTRY
-
-    entry = REGISTRY.get(config.get("arch", ""))
-    return entry.gate_layer if entry else None
-
-
-def load_bundle(folder: str | Path) -> tuple[nn.Module, dict]:
+def load_bundle(folder: str | Path) -> tuple[nn.Module, BundleConfig]:
     """The model (eval mode) and config of a bundle folder; BundleError when the weights do not fit it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -88,12 +248,12 @@ def load_bundle(folder: str | Path) -> tuple[nn.Module, dict]:
 
     folder = Path(folder)
     config = read_config(folder)
-    model, _ = create_model(config["arch"], weights="none", num_classes=len(config["classes"]))
+    model, _ = create_model(config.arch, weights="none", num_classes=len(config.classes))
     try:
         model.load_state_dict(load_file(folder / "model.safetensors"))
     except (SafetensorError, RuntimeError, OSError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise BundleError(
-            f"{folder}/model.safetensors does not fit {config['arch']} with {len(config['classes'])} classes: {first}"
+            f"{folder}/model.safetensors does not fit {config.arch} with {len(config.classes)} classes: {first}"
         ) from None
     return model.eval(), config

@@ -65,18 +65,18 @@ def architecture(name: str) -> Architecture:
     if not timm.is_model(name):
         raise ValueError(f"unknown architecture {name!r}: use one of {', '.join(REGISTRY)} or any timm model name")
     model = timm.create_model(name, pretrained=False, num_classes=2)
-    config = model.pretrained_cfg
+    timm_cfg = model.pretrained_cfg
     stages = getattr(model, "feature_info", None) or []
     gate = stages[-2]["module"] if len(stages) >= 2 and isinstance(stages[-2], dict) else None
     return Architecture(
         name,
         "timm",
         name,
-        config.get("classifier", "head"),
+        timm_cfg.get("classifier", "head"),
         _last_feature_layer(model),
         gate,
-        tuple(config.get("mean", IMAGENET_MEAN)),
-        tuple(config.get("std", IMAGENET_STD)),
+        tuple(timm_cfg.get("mean", IMAGENET_MEAN)),
+        tuple(timm_cfg.get("std", IMAGENET_STD)),
     )
 
 

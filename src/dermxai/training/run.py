@@ -19,7 +19,7 @@ from dermxai.data import load_dataset
 from dermxai.data.labels import CLASSES
 from dermxai.data.splits import read_split
 from dermxai.machine import describe_machine
-from dermxai.models.bundle import save_bundle
+from dermxai.models.bundle import BundleConfig, save_bundle
 from dermxai.models.registry import create_model
 from dermxai.training.config import TrainConfig
 from dermxai.training.datamodule import CachedDataModule
@@ -156,29 +156,27 @@ def train(
     best = checkpoint.best_model_path or str(last)
     best_checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     module.load_state_dict(best_checkpoint["state_dict"])
-    bundle_config = {
-        "arch": config.arch,
-        "classes": list(CLASSES),
-        "height": config.height,
-        "width": config.width,
-        "mean": list(arch.mean),
-        "std": list(arch.std),
-        "cam_layer": arch.cam_layer,
-        "temperature": 1.0,
-        "thresholds": {},
-        "weights": config.weights,
-        "seed": config.seed,
-        "epochs_trained": trainer.current_epoch,
-        "best_epoch": int(best_checkpoint["epoch"]),
-        "val_bacc": _finite(checkpoint.best_model_score),
-        "train_time_s": round(float(run_metrics(out)["time/epoch_s"].sum()), 1),
-        "recipe": config.to_dict(),
-        "precision": precision,
-        "dataset_fingerprint": datamodule.cache.fingerprint,
-        "split_fingerprint": hashlib.sha256(Path(split_path).read_bytes()).hexdigest()[:16],
-        "hardware": describe_machine(),
-        "versions": {"torch": torch.__version__, "lightning": L.__version__},
-    }
+    bundle_config = BundleConfig(
+        arch=config.arch,
+        classes=tuple(CLASSES),
+        height=config.height,
+        width=config.width,
+        mean=arch.mean,
+        std=arch.std,
+        cam_layer=arch.cam_layer,
+        weights=config.weights,
+        seed=config.seed,
+        epochs_trained=trainer.current_epoch,
+        best_epoch=int(best_checkpoint["epoch"]),
+        val_bacc=_finite(checkpoint.best_model_score),
+        train_time_s=round(float(run_metrics(out)["time/epoch_s"].sum()), 1),
+        recipe=config.to_dict(),
+        precision=precision,
+        dataset_fingerprint=datamodule.cache.fingerprint,
+        split_fingerprint=hashlib.sha256(Path(split_path).read_bytes()).hexdigest()[:16],
+        hardware=describe_machine(),
+        versions={"torch": torch.__version__, "lightning": L.__version__},
+    )
     return save_bundle(out / "bundle", module.final_model, bundle_config)
 
 
