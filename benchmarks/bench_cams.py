@@ -64,6 +64,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, config = load_bundle(args.model)
+    layer = config.target_layer()
     pixels, source = check_images(None, config.size, limit=1)
     batch = to_batch(pixels, config)
     print(
@@ -75,7 +76,7 @@ def main() -> None:
     for method in ["gradcam", *(m for m in methods if m != "gradcam")]:
         slow = method == "scorecam"  # one forward pass per channel of the target layer
         calls = max(1, args.iterations // 5) if slow else args.iterations
-        times = repeat(lambda: explain(model, config.target_layer(), batch, method), calls, warmup=0 if slow else 1)
+        times = repeat(lambda: explain(model, layer, batch, method), calls, warmup=0 if slow else 1)
         medians[method] = np.median(times)
         print(f"| {method} | {spread(times)} | {medians[method] / medians['gradcam']:.2f}x |", flush=True)
     with tempfile.TemporaryDirectory() as folder:

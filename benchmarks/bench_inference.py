@@ -54,7 +54,7 @@ def onnx(path: Path, threads: int) -> Callable[[], Logits]:
     return lambda: OnnxBackend(path, threads).logits
 
 
-def bundle_for(arch: str, size: tuple[int, int], folder: Path) -> tuple[torch.nn.Module, dict]:
+def bundle_for(arch: str, size: tuple[int, int], folder: Path) -> tuple[torch.nn.Module, BundleConfig]:
     torch.manual_seed(0)
     model, entry = create_model(arch, weights="none", num_classes=len(CLASSES))
     config = BundleConfig(

@@ -81,7 +81,7 @@ def main() -> None:
     server.should_exit = True
     c = predictor.config
     print(
-        f"model {predictor.model_id} ({c['arch']}, input {c['height']}x{c['width']}), torch threads "
+        f"model {predictor.model_id} ({c.arch}, input {c.height}x{c.width}), torch threads "
         f"{torch.get_num_threads()}, {len(images)} example images (200x150 JPEG)"
     )
     print("| path | runs | median ms | p90 ms |\n|---|---|---|---|")

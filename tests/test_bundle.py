@@ -44,10 +44,11 @@ def test_a_config_written_before_the_contract_loads_and_round_trips_unchanged(bu
 def test_unknown_keys_are_kept_and_version_1_names_are_migrated():
     config = BundleConfig.from_dict(
         {"arch": "resnet18", "classes": ["a", "b"], "height": 8, "width": 8, "mean": [0, 0, 0], "std": [1, 1, 1]}
-        | {"wall_time_s": 12.5, "my_note": {"by": "a later tool"}, "abstain": {}, "logit_bias": None}
+        | {"wall_time_s": 12.5, "note": {"by": "a later tool"}, "empty": None, "abstain": {}, "logit_bias": None}
+        | {"cam_method": ""}
     )
-    assert config.train_time_s == 12.5 and config.extra == {"my_note": {"by": "a later tool"}}
-    assert config.abstain is None and config.logit_bias is None  # version 1 wrote {} and null for "none"
+    assert config.train_time_s == 12.5 and config.extra == {"note": {"by": "a later tool"}, "empty": None}
+    assert config.abstain is None and config.logit_bias is None  # version 1 wrote {}, "" and null for "none"
     assert config.cam_method == "gradcam" and config.temperature == 1.0 and config.thresholds == {}
     assert BundleConfig.from_dict(config.to_dict()) == config
 
@@ -61,12 +62,17 @@ def test_unknown_keys_are_kept_and_version_1_names_are_migrated():
         ({"thresholds": {"malignant": "high"}}, "'thresholds' must map names to numbers"),
         ({"abstain": {"min_confidence": 0.3}}, "'abstain' must hold numbers"),
         ({"classes": ["nv", "nv"]}, "at least two distinct classes"),
+        ({"classes": []}, "at least two distinct classes"),
+        ({"classes": ["nv", 3]}, "at least two distinct classes"),
+        ({"mean": []}, "mean and std 3 numbers each"),
         ({"height": 4}, "height and width must be >= 8"),
         ({"height": True}, "'height' must be an integer"),
         ({"classes": "nv"}, "'classes' must be a list"),
         ({"mean": [0.5, 0.5]}, "mean and std 3 numbers each"),
         ({"cam_layer": 4}, "'cam_layer' must be a string"),
         ({"version": BUNDLE_VERSION + 1}, "newer than this dermxai reads"),
+        ({"version": "2"}, "'version' must be a positive integer"),
+        ({"version": True}, "'version' must be a positive integer"),
     ],
 )
 def test_malformed_configs_are_refused_in_one_line_naming_the_file(bundle, change, message):
@@ -99,6 +105,7 @@ def test_a_failed_write_leaves_the_old_config_whole(bundle, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         write_config(bundle, read_config(bundle).replace(temperature=3.0))
     assert (bundle / "config.json").read_bytes() == before
+    assert sorted(p.name for p in bundle.glob("config.json*")) == ["config.json"]  # the partial file removed
 
 
 def test_the_config_serves_its_decision_rule_then_its_temperature():

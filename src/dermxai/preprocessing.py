@@ -22,10 +22,14 @@ if TYPE_CHECKING:
 class InputFormat(Protocol):
     """The model input a bundle declares (``dermxai.models.bundle.BundleConfig`` is one)."""
 
-    height: int
-    width: int
-    mean: Sequence[float]
-    std: Sequence[float]
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def mean(self) -> Sequence[float]: ...
+    @property
+    def std(self) -> Sequence[float]: ...
 
 
 def load_resized(path: str, size: tuple[int, int]) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Model bundles: ``model.safetensors`` + ``config.json`` + ``MODEL_CARD.md``; loading never unpickles.
 
-``BundleConfig`` is the one contract of ``config.json``: every reader and writer goes through it (timm's
-``PretrainedCfg`` for a trained bundle). It is frozen; change a bundle with ``update_config`` (atomic) or
-``config.replace`` then ``write_config``. Keys it does not know are kept in ``extra`` and written back, and
-configs written before it (no ``version``) still load.
+``BundleConfig`` is the one contract of ``config.json``, as timm's ``PretrainedCfg`` is of a pretrained model:
+every reader and writer goes through it. It is frozen (its dict fields are records: read them, never change
+them in place); change a bundle with ``update_config`` or ``config.replace`` then ``write_config`` (checked,
+then written atomically). Keys it does not know are kept in ``extra`` and written back, and configs written
+before it (no ``version``) still load.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
@@ -40,6 +42,17 @@ CARD = """# {arch} for HAM10000 diagnosis ({note})
 
 class BundleError(ValueError):
     """A bundle folder that cannot be used: a malformed config, or weights that do not fit it."""
+
+
+REQUIRED = (
+    ("arch", str, "a string"),
+    ("classes", tuple, "a list"),
+    ("height", int, "an integer"),
+    ("width", int, "an integer"),
+    ("mean", tuple, "a list"),
+    ("std", tuple, "a list"),
+)
+"""The fields every config names: (field, type once loaded, what to call the type in an error)."""
 
 
 @dataclass(frozen=True)
@@ -84,21 +97,24 @@ class BundleConfig:
 
     def __post_init__(self) -> None:
         for name in ("classes", "mean", "std", "logit_bias"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-        for name, kind, what in (
-            ("arch", str, "a string"),
-            ("classes", tuple, "a list"),
-            ("height", int, "an integer"),
-            ("width", int, "an integer"),
-        ):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON lists become tuples
+        self._check_input()
+        self._check_served()
+
+    def _check_input(self) -> None:
+        """The input and output contract: architecture, classes, size, normalisation."""
+        for name, kind, what in REQUIRED:
             if not isinstance(getattr(self, name), kind) or isinstance(getattr(self, name), bool):
                 raise BundleError(f"'{name}' must be {what}")
         if self.height < 8 or self.width < 8 or not (_numbers(self.mean, 3) and _numbers(self.std, 3)):
             raise BundleError("height and width must be >= 8, mean and std 3 numbers each")
-        if len(self.classes) < 2 or len(set(map(str, self.classes))) != len(self.classes):
+        names = [c for c in self.classes if isinstance(c, str) and c]
+        if len(names) < 2 or len(set(names)) != len(self.classes):
             raise BundleError("'classes' must name at least two distinct classes")
+
+    def _check_served(self) -> None:
+        """What turns logits into the served answer: decision rule, temperature, thresholds, layers."""
         if not _numbers((self.temperature,), 1) or not self.temperature > 0:
             raise BundleError("'temperature' must be a number above 0")
         if self.logit_bias is not None and not _numbers(self.logit_bias, len(self.classes)):
@@ -121,17 +137,22 @@ class BundleConfig:
             raise BundleError("config.json must hold a JSON object")
         data = dict(data)
         version = data.pop("version", 1)
-        if not isinstance(version, int) or version > BUNDLE_VERSION:
-            raise BundleError(f"version {version!r} is newer than this dermxai reads ({BUNDLE_VERSION}): upgrade it")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise BundleError(f"'version' must be a positive integer, not {version!r}")
+        if version > BUNDLE_VERSION:
+            raise BundleError(f"version {version} is newer than this dermxai reads ({BUNDLE_VERSION}): upgrade it")
         if "wall_time_s" in data:  # version 1's name for train_time_s
             data.setdefault("train_time_s", data.pop("wall_time_s"))
-        for key in [k for k, v in data.items() if v is None or (isinstance(v, list | dict) and not v)]:
-            del data[key]  # unset: the field's default (version 1 wrote null, {} and [] for "none")
+        for name, _, _ in REQUIRED:
+            if name not in data:
+                raise BundleError(f"'{name}' is missing")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "version"}
-        missing = [name for name in ("arch", "classes", "height", "width", "mean", "std") if name not in data]
-        if missing:
-            raise BundleError(f"'{missing[0]}' is missing")
-        fields = {key: value for key, value in data.items() if key in known}
+        optional = known - {name for name, _, _ in REQUIRED}
+        fields = {
+            key: value
+            for key, value in data.items()
+            if key in known and not (key in optional and value in (None, "", [], {}))  # unset: the default
+        }  # version 1 wrote null, "", [] and {} for "none"
         return cls(**fields, extra={key: value for key, value in data.items() if key not in known})
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,15 +227,19 @@ def read_config(folder: str | Path) -> BundleConfig:
         raise BundleError(f"{folder}/config.json is not valid JSON ({error})") from None
     try:
         return BundleConfig.from_dict(data)
-    except (BundleError, TypeError) as error:
+    except BundleError as error:
         raise BundleError(f"{folder}/config.json: {error}") from None
 
 
 def write_config(folder: str | Path, config: BundleConfig) -> None:
     """Replace ``folder/config.json`` atomically (write a temporary file, then rename)."""
-    partial = Path(folder) / f"config.json.{os.getpid()}.partial"
-    partial.write_text(json.dumps(config.to_dict(), indent=2, default=str))
-    os.replace(partial, Path(folder) / "config.json")
+    partial = Path(folder) / f"config.json.{os.getpid()}.{threading.get_ident()}.partial"  # one per writer
+    try:
+        partial.write_text(json.dumps(config.to_dict(), indent=2, default=str))
+        os.replace(partial, Path(folder) / "config.json")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def update_config(folder: str | Path, **changes: Any) -> BundleConfig:
