@@ -225,7 +225,7 @@ def export_command(
     ] = None,
     check_images: Annotated[
         Path | None,
-        typer.Option("--check-images", help="Images for the parity check (default: the committed fixture)."),
+        typer.Option("--check-images", help="Images for the parity check (default: the installed example images)."),
     ] = None,
     opset: int = 18,
 ) -> None:

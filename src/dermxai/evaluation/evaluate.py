@@ -116,13 +116,13 @@ def evaluate(
     logits = predict_logits(model, config, images, tta=tta, batch_size=batch_size)
     seconds = time.perf_counter() - start
     y = eval_set.table["dx"].map(classes.index).to_numpy()
-    threshold = config.malignant_threshold
+    calibrated = config.malignant_threshold is not None
+    threshold = config.malignant_threshold if calibrated else DEFAULT_MALIGNANT_THRESHOLD
     threshold_source = (
         "bundle (chosen on validation)"
-        if threshold is not None
+        if calibrated
         else f"default {DEFAULT_MALIGNANT_THRESHOLD} (bundle not calibrated)"
     )
-    threshold = DEFAULT_MALIGNANT_THRESHOLD if threshold is None else threshold
     raw, probs = softmax(logits), config.served_probabilities(logits)
 
     metrics = {"n": int(len(y)), "classes": classes, **classification_report(y, probs, classes, threshold)}

@@ -1,8 +1,9 @@
 """Class activation maps for any bundled model, on pytorch-grad-cam.
 
-The CAM target layer is a module path: the bundle's (``BundleConfig.target_layer()``: its ``cam_layer``, else
-the model registry's), never a hard-coded list here. The prediction is read from the same forward pass that the CAM hooks record
-(Score-CAM adds one forward pass per channel of the target layer to weigh the channels).
+The CAM target layer is a module path: the bundle's (``BundleConfig.target_layer()``: its ``cam_layer``,
+else the model registry's), never a hard-coded list here. The prediction is read from the same forward pass
+that the CAM hooks record (Score-CAM adds one forward pass per channel of the target layer to weigh the
+channels).
 """
 
 from __future__ import annotations

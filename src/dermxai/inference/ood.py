@@ -7,8 +7,9 @@ Two scores of the logits, both at the bundle's temperature ``T``:
   data, higher for unfamiliar ones, and less fooled than the softmax by confidently wrong extrapolation.
 
 A prediction abstains when its confidence is below the bundle's ``abstain["min_confidence"]`` or its energy
-above ``abstain["max_energy"]`` (``BundleConfig.abstain``). ``fit_abstention`` sets both on validation logits so that a
-chosen share (default 95%) of validation images is accepted, each score taking half of the rejections.
+above ``abstain["max_energy"]`` (``BundleConfig.abstain``). ``fit_abstention`` sets both on validation logits
+so that a chosen share (default 95%) of validation images is accepted, each score taking half of the
+rejections.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ found by a rule (the last convolution or normalisation layer before the head).
 
 from __future__ import annotations
 
+import functools
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,10 @@ REGISTRY: dict[str, Architecture] = {
 }
 
 
+@functools.cache
 def architecture(name: str) -> Architecture:
-    """The registry entry for ``name``; any other timm model gets an entry derived from timm's config."""
+    """The registry entry for ``name``; any other timm model gets an entry derived from timm's config (built
+    once per name: it instantiates the model to find its layers)."""
     if name in REGISTRY:
         return REGISTRY[name]
     import timm
