@@ -27,5 +27,5 @@ def fixture_table(fixture_dir):
 def real_data() -> Path:
     """The full HAM10000 copy at ../shared/data/ham10000; tests using it skip when it is absent."""
     if not (REAL_DATA / "HAM10000_metadata.csv").is_file():
-        pytest.skip(f"real HAM10000 data not found at {REAL_DATA}")
+        pytest.skip(f"real HAM10000 data not found: place the copy at {REAL_DATA} to run this test")
     return REAL_DATA

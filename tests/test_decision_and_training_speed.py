@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 
 from dermxai.cli import app
 from dermxai.data.labels import CLASSES
-from dermxai.evaluation.calibration import TAU_GRID, ValidationSet, calibrate_config, decision_step
+from dermxai.evaluation.calibration import ValidationSet, calibrate_config, decision_step
 from dermxai.evaluation.metrics import balanced_accuracy, expected_calibration_error
 from dermxai.models.bundle import BundleConfig
 from dermxai.models.registry import architecture, create_model
-from dermxai.probabilities import decision_logits, logit_adjustment
+from dermxai.probabilities import TAU_GRID, decision_logits, logit_adjustment
 from dermxai.training.config import TrainConfig
 from dermxai.training.losses import class_weights
 from dermxai.training.module import Classifier
@@ -143,3 +143,23 @@ def test_served_probabilities_agree_with_the_served_label_and_are_calibrated_aft
     again = calibrate_config(val, config)  # recalibrating starts from the raw logits, not the adjusted ones
     assert again.logit_bias == pytest.approx(config.logit_bias)
     assert again.temperature == pytest.approx(config.temperature)
+
+
+def test_a_poorly_calibrated_bundle_gets_a_warning_in_its_card_not_a_crippled_rule(tmp_path):
+    from dermxai.evaluation.calibration import ECE_BAR, calibration_warning, mark_card
+
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# a model\n\nsome text\n")
+    mark_card(card, calibration_warning({"ece_after": ECE_BAR + 0.01, "balanced_ece_after": 0.09}))
+    mark_card(card, calibration_warning({"ece_after": ECE_BAR + 0.02, "balanced_ece_after": 0.1}))
+    text = card.read_text()
+    assert text.count("Calibration warning") == 1 and "0.060" in text and text.startswith("# a model")
+    mark_card(card, calibration_warning({"ece_after": ECE_BAR - 0.01}))
+    assert card.read_text() == "# a model\n\nsome text\n"
+
+
+def test_class_balanced_ece_weights_every_true_class_equally():
+    labels = np.array([0] * 90 + [1] * 10)
+    probs = np.tile([0.9, 0.1], (100, 1))  # always "0" at 90%: right for class 0, wrong for class 1
+    assert expected_calibration_error(labels, probs) == pytest.approx(0.0)
+    assert expected_calibration_error(labels, probs, class_balanced=True) == pytest.approx(0.4)

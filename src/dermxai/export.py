@@ -21,9 +21,8 @@ from dermxai.inference.onnx_backend import (
     WEIGHTS_KEY,
     OnnxBackend,
     config_digest,
-    weights_digest,
 )
-from dermxai.models.bundle import BundleConfig, load_bundle
+from dermxai.models.bundle import BundleConfig, load_bundle, weights_digest
 from dermxai.models.features import WithFeatures
 from dermxai.preprocessing import load_resized, to_batch
 

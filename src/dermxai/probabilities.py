@@ -42,3 +42,30 @@ def logit_adjustment(train_counts: np.ndarray, tau: float) -> np.ndarray:
         raise ValueError("logit adjustment needs at least one training image of every class")
     bias = -tau * np.log(prior / prior.sum())
     return bias - bias.mean()
+
+
+TAU_GRID = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5)
+"""Coarse grid of logit-adjustment strengths: one scalar, not per-class biases, which overfit ~1,500 images."""
+TAU_TOLERANCE = 0.005
+"""A larger tau must beat every smaller one by more than this much validation balanced accuracy to be chosen."""
+
+
+def balanced_accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean per-class recall of argmax(logits) over the classes present in ``labels``."""
+    predicted = np.asarray(logits).argmax(1)
+    labels = np.asarray(labels)
+    return float(np.mean([(predicted[labels == c] == c).mean() for c in np.unique(labels)]))
+
+
+def choose_tau(
+    logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray, grid: Sequence[float] = TAU_GRID
+) -> tuple[float, dict[float, float]]:
+    """The logit-adjustment strength with the best balanced accuracy on these (validation) logits.
+
+    Ties (within :data:`TAU_TOLERANCE`) go to the smaller tau; returns it and the score of every tau tried.
+    """
+    scores = {
+        tau: balanced_accuracy_of(decision_logits(logits, logit_adjustment(train_counts, tau)), labels) for tau in grid
+    }
+    best = max(scores.values())
+    return min(tau for tau, score in scores.items() if score >= best - TAU_TOLERANCE), scores

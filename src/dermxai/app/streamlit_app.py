@@ -22,10 +22,9 @@ from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 from dermxai.inference.bundles import installed_bundles
 from dermxai.inference.cams import METHODS
 from dermxai.inference.inputs import InvalidImage
-from dermxai.inference.predictor import Ensemble, Explanation, Prediction, Predictor
+from dermxai.inference.predictor import Explanation, Prediction, Predictor
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "mpo"]
-ENSEMBLE = "Ensemble of all models"
 
 
 def arguments() -> argparse.Namespace:
@@ -51,10 +50,8 @@ def explain(folder: str, data: bytes, method: str) -> Explanation:
 
 
 @st.cache_data(max_entries=CACHE_ENTRIES, show_spinner="Predicting...")
-def predict(folders: tuple[str, ...], data: bytes) -> Prediction:
-    if len(folders) > 1:
-        return Ensemble([predictor(f) for f in folders]).predict(data)
-    return predictor(folders[0]).predict(data)
+def predict(folder: str, data: bytes) -> Prediction:
+    return predictor(folder).predict(data)
 
 
 def bundle_metrics(folder: str) -> dict | None:
@@ -176,12 +173,16 @@ def show_result(prediction: Prediction, metrics: dict | None, example_label: str
             st.markdown(f"- **{item.name}** (`{code}`): {item.about} *{item.advice}*")
 
 
-def sidebar(models: dict[str, Path]) -> tuple[list[str], str, float, bool]:
+def sidebar(models: dict[str, Path]) -> tuple[str, str, float, bool]:
     with st.sidebar:
-        names = list(models) + ([ENSEMBLE] if len(models) > 1 else [])
-        choice = st.selectbox("Model", names, help="Bundles in models/ and any --model given to `dermxai app`.")
+        choice = st.selectbox(
+            "Model",
+            list(models),
+            help="Bundles in models/ and any --model given to `dermxai app` (an ensemble is one bundle: "
+            "`dermxai ensemble`).",
+        )
         show_cam = st.toggle("Show heatmap (Grad-CAM family)", value=True)
-        default = predictor(str(models[choice])).config.cam_method if choice in models else "gradcam"
+        default = predictor(str(models[choice])).config.cam_method
         method = st.selectbox(
             "Heatmap method",
             APP_METHODS,
@@ -208,8 +209,7 @@ def sidebar(models: dict[str, Path]) -> tuple[list[str], str, float, bool]:
         )
         st.divider()
         st.caption(advice.ATTRIBUTION)
-    folders = [str(p) for p in models.values()] if choice == ENSEMBLE else [str(models[choice])]
-    return folders, method, opacity, show_cam
+    return str(models[choice]), method, opacity, show_cam
 
 
 def main() -> None:
@@ -223,29 +223,27 @@ def main() -> None:
     if not models:
         st.error("No model bundle found: put one in ./models, set DERMXAI_MODEL, or pass --model.")
         st.stop()
-    folders, method, opacity, show_cam = sidebar(models)
-    model_card(bundle_metrics(folders[0]) if len(folders) == 1 else None)
+    folder, method, opacity, show_cam = sidebar(models)
+    model_card(bundle_metrics(folder))
     data, label, diagnosis = image_source()
     if data is None:
         return
     with st.container():  # right under the compact picker, so the answer is in view after a tap
         try:
-            prediction = predict(tuple(folders), data)
+            prediction = predict(folder, data)
         except InvalidImage as error:
             st.error(f"Could not use {label or 'this file'}: {error}")
             return
-        show_result(prediction, bundle_metrics(folders[0]), diagnosis)
+        show_result(prediction, bundle_metrics(folder), diagnosis)
         if prediction.abstain or not show_cam:
             return
         original, overlay = st.columns(2)
         original.image(data, caption="Your image", width="stretch")
         with overlay:
-            explanation = explain(folders[0], data, method)
+            explanation = explain(folder, data, method)
             buffer = io.BytesIO()
             explanation.overlay(opacity).save(buffer, format="PNG")
             caption = f"{explanation.method} heatmap for '{explanation.target_class}'"
-            if len(folders) > 1:
-                caption += f" from {Path(folders[0]).name} (the first ensemble member)"
             st.image(buffer.getvalue(), caption=caption, width="stretch")
         st.caption(
             "Bright areas influenced the prediction most; areas the model ignored keep their own colours. "

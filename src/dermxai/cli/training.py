@@ -51,8 +51,18 @@ def train_command(
     label_smoothing: float = TrainConfig.label_smoothing,
     patience: int = TrainConfig.patience,
     augment: Annotated[
-        bool, typer.Option(help="Random flips, rotations, crops and colour jitter on each batch.")
-    ] = True,
+        str,
+        typer.Option(
+            help="full: flips, turns, rotation, crops and colour jitter; light: flips, turns and brightness; none."
+        ),
+    ] = "full",
+    select_on: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint selection on validation: served (logit-adjusted balanced accuracy, tau refitted "
+            "every epoch), argmax (plain balanced accuracy) or auc (macro AUC)."
+        ),
+    ] = TrainConfig.select_on,
     seed: int = TrainConfig.seed,
     limit_train_batches: Annotated[
         float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")
@@ -69,8 +79,8 @@ def train_command(
         typer.Option(help="Stop after this many minutes; the bundle is still written from the best epoch."),
     ] = None,
 ) -> None:
-    """Fine-tune a backbone on the train split, select on validation balanced accuracy, write a bundle."""
-    from dermxai.training.config import AugmentConfig
+    """Fine-tune a backbone on the train split, select the epoch on validation (--select-on), write a bundle."""
+    from dermxai.training.config import augment_preset
     from dermxai.training.module import NonFiniteLoss
     from dermxai.training.run import train
 
@@ -93,7 +103,8 @@ def train_command(
         label_smoothing=label_smoothing,
         patience=patience,
         seed=seed,
-        augment=AugmentConfig(enabled=augment),
+        augment=augment_preset(augment),
+        select_on=select_on,
         limit_train_batches=int(limit_train_batches) if limit_train_batches > 1 else limit_train_batches,
     )
     last = out / "checkpoints" / "last.ckpt"
@@ -141,4 +152,23 @@ def experiment_command(
         devices=int(devices) if devices.isdigit() else devices,
         progress=progress,
         log=console.print,
+    )
+
+
+@app.command("ensemble")
+@clear_errors
+def ensemble_command(
+    members: Annotated[list[Path], typer.Argument(help="Two or more bundles with the same classes and input size.")],
+    out: Annotated[Path, typer.Option("--out", help="The ensemble bundle folder to write.")],
+    explain_member: Annotated[
+        int, typer.Option(help="Index of the member whose layers give the heatmaps and the gate's features.")
+    ] = 0,
+) -> None:
+    """Combine bundles into one ensemble bundle (mean of logits); then calibrate, gate and export it as any bundle."""
+    from dermxai.models.ensemble import make_ensemble
+
+    bundle = make_ensemble(members, out, explain_member)
+    console.print(
+        f"ensemble of {len(members)} written to {bundle}; next: dermxai calibrate --model {bundle} ..., "
+        f"dermxai gate --model {bundle} ... --write, dermxai export --model {bundle}"
     )

@@ -52,10 +52,10 @@ def cnn_embeddings(paths: list[str], size: tuple[int, int] = (150, 200), batch: 
     import timm
     import torch
 
-    from dermxai.models.pretrained import load_lite0_imagenet
+    from dermxai.models.pretrained import load_lite_imagenet
 
     model = timm.create_model("tf_efficientnet_lite0", num_classes=0).eval()
-    load_lite0_imagenet(model)
+    load_lite_imagenet(model)
     out = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch):

@@ -19,7 +19,6 @@ import torch
 from dermxai.data.errors import DatasetError
 from dermxai.data.labels import CLASSES
 from dermxai.evaluation.metrics import (
-    balanced_accuracy,
     expected_calibration_error,
     malignant_scores,
     malignant_truth,
@@ -27,14 +26,10 @@ from dermxai.evaluation.metrics import (
     operating_point,
 )
 from dermxai.models.bundle import BundleConfig, load_bundle, write_config
-from dermxai.probabilities import logit_adjustment, softmax
+from dermxai.probabilities import choose_tau, logit_adjustment, softmax
 
-TAU_GRID = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
-"""Coarse grid of logit-adjustment strengths: one scalar, not per-class biases, which overfit ~1,500 images."""
-TAU_TOLERANCE = 0.01
-"""A larger tau must beat the smallest one within this much validation balanced accuracy to be chosen."""
 ECE_BAR = 0.04
-"""Largest validation ECE (after temperature scaling) a decision rule may leave in the served probabilities."""
+"""Validation ECE after temperature above which the bundle's card carries a warning (it no longer vetoes tau)."""
 
 DEFAULT_TARGET_SENSITIVITY = 0.90
 
@@ -82,28 +77,19 @@ class ValidationSet:
 
 
 def decision_step(val: ValidationSet, config: BundleConfig) -> dict:
-    """Choose the logit-adjustment strength tau on validation (none without train counts).
+    """Choose the logit-adjustment strength tau on validation balanced accuracy (none without train counts).
 
-    Served probabilities must stay calibrated, and logit adjustment moves them towards a balanced prior the
-    test data do not have: only a tau whose validation ECE after its own temperature is at most
-    :data:`ECE_BAR` is eligible. Of those, the smallest within :data:`TAU_TOLERANCE` of the best validation
-    balanced accuracy is taken: a stronger shift away from the training prior must earn its place.
+    The grid is coarse and ties go to the smaller tau (:func:`dermxai.probabilities.choose_tau`). The ECE does
+    not veto tau: the temperature fitted after the rule restores most of the calibration, and the
+    temperature step reports what is left (natural and class-balanced ECE).
     """
     if val.train_counts is None or (np.asarray(val.train_counts) <= 0).any():
         return {}  # no prior to adjust for (e.g. a class absent from training): plain argmax
-    scores, eces = {}, {}
-    for tau in TAU_GRID:
-        logits = val.logits + logit_adjustment(val.train_counts, tau)
-        scores[tau] = balanced_accuracy(val.labels, logits.argmax(1), len(val.classes))
-        eces[tau] = expected_calibration_error(val.labels, softmax(logits, fit_temperature(logits, val.labels)))
-    eligible = [t for t in TAU_GRID if eces[t] <= ECE_BAR] or [0.0]
-    best = max(scores[t] for t in eligible)
-    tau = min(t for t in eligible if scores[t] >= best - TAU_TOLERANCE)
+    tau, scores = choose_tau(val.logits, val.labels, val.train_counts)
     record = {
         "decision_rule": "logit adjustment: argmax(logits - tau * log train prior)",
         "tau": tau,
         "val_bacc_by_tau": {str(t): round(v, 4) for t, v in scores.items()},
-        "val_ece_by_tau": {str(t): round(v, 4) for t, v in eces.items()},
         "train_counts": [int(c) for c in val.train_counts],
     }
     return {
@@ -124,6 +110,7 @@ def temperature_step(val: ValidationSet, config: BundleConfig) -> dict:
     record = {
         "ece_before": expected_calibration_error(val.labels, before),
         "ece_after": expected_calibration_error(val.labels, after),
+        "balanced_ece_after": expected_calibration_error(val.labels, after, class_balanced=True),
         "nll_before": negative_log_likelihood(val.labels, before),
         "nll_after": negative_log_likelihood(val.labels, after),
     }
@@ -211,4 +198,28 @@ def calibrate_bundle(
     updated = calibrate_config(val, config, steps)
     updated = updated.replace(calibration={**updated.calibration, "split": str(split)})
     write_config(bundle, updated)
+    mark_card(Path(bundle) / "MODEL_CARD.md", calibration_warning(updated.calibration))
     return updated
+
+
+CARD_WARNING = "**Calibration warning.**"
+
+
+def calibration_warning(calibration: dict) -> str | None:
+    """The model card's warning when validation ECE after the temperature exceeds :data:`ECE_BAR` (else None)."""
+    ece = calibration.get("ece_after")
+    if ece is None or ece <= ECE_BAR:
+        return None
+    return (
+        f"{CARD_WARNING} On validation, the served probabilities' ECE after temperature scaling is {ece:.3f} "
+        f"(class-balanced {calibration.get('balanced_ece_after', float('nan')):.3f}), above {ECE_BAR}: "
+        "read them as scores, not as frequencies."
+    )
+
+
+def mark_card(card: Path, warning: str | None) -> None:
+    """Replace the calibration warning at the end of a model card (add, update or remove it)."""
+    if not card.is_file():
+        return
+    text = "\n".join(line for line in card.read_text().splitlines() if not line.startswith(CARD_WARNING))
+    card.write_text(text.rstrip() + "\n" + (f"\n{warning}\n" if warning else ""))

@@ -55,13 +55,22 @@ def binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Top-label ECE: bins (a, b] of equal width on confidence, |accuracy - confidence| weighted by bin share."""
+def expected_calibration_error(
+    y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS, class_balanced: bool = False
+) -> float:
+    """Top-label ECE: bins (a, b] of equal width on confidence, |accuracy - confidence| weighted by bin share.
+
+    ``class_balanced`` weights each image by 1 / (K * n_class), so every true class counts equally.
+    """
     confidence = probs.max(1)
     correct = probs.argmax(1) == y
+    weight = np.ones(len(y))
+    if class_balanced:
+        present, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+        weight = len(y) / (len(present) * counts[inverse])
     which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    gap = np.bincount(which, weights=correct - confidence, minlength=bins)
-    return float(np.abs(gap).sum() / len(y))
+    gap = np.bincount(which, weights=weight * (correct - confidence), minlength=bins)
+    return float(np.abs(gap).sum() / weight.sum())
 
 
 def negative_log_likelihood(y: np.ndarray, probs: np.ndarray) -> float:

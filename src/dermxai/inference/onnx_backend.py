@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dermxai.models.bundle import weights_digest
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -33,15 +35,6 @@ def config_digest(config: BundleConfig) -> str:
     """SHA-256 of the config fields an exported graph depends on (as stored: unset is null)."""
     fields = {key: getattr(config, key) for key in GRAPH_FIELDS}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-
-def weights_digest(bundle_dir: str | Path) -> str:
-    """SHA-256 of a bundle's ``model.safetensors``."""
-    digest = hashlib.sha256()
-    with open(Path(bundle_dir) / "model.safetensors", "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OnnxBackend:

@@ -20,9 +20,9 @@ from PIL import Image
 from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 from dermxai.inference.feature_gate import FeatureGate, load_gate
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
-from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend, weights_digest
+from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
 from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
-from dermxai.models.bundle import load_bundle, read_config
+from dermxai.models.bundle import load_bundle, read_config, weights_digest
 from dermxai.preprocessing import resize_cover, to_array, to_batch
 
 
@@ -240,33 +240,3 @@ class Predictor:
                 [self.classes.index(target)],
             )
         return Explanation(prediction, cams[0], image, method, target)
-
-
-class Ensemble:
-    """Several predictors averaged on their calibrated probabilities (same classes, any input sizes)."""
-
-    def __init__(self, predictors: list[Predictor]) -> None:
-        if len(predictors) < 2:
-            raise ValueError("an ensemble needs at least two models")
-        if any(p.classes != predictors[0].classes for p in predictors):
-            raise ValueError("ensemble members must predict the same classes in the same order")
-        self.members = predictors
-        self.classes = predictors[0].classes
-        self.model_id = "ensemble:" + "+".join(p.model_id for p in predictors)
-
-    def load(self, data: bytes | Image.Image) -> Image.Image:
-        return self.members[0].load(data)
-
-    def predict(self, data: bytes | Image.Image) -> Prediction:
-        """Mean of the members' calibrated probabilities; abstains when any member does.
-
-        An ensemble has no malignant threshold of its own (none was chosen on validation for it).
-        """
-        image = self.load(data)
-        answers = [member.predict(image) for member in self.members]
-        probs = np.mean([[a.probabilities[c] for c in self.classes] for a in answers], axis=0)
-        outside = any(a.out_of_distribution for a in answers)
-        reasons = ([OOD_REASON] if outside else []) + [
-            f"{a.model_id}: {r}" for a in answers for r in a.abstain_reasons if r != OOD_REASON
-        ]
-        return make_prediction(self.model_id, self.classes, probs, None, reasons, out_of_distribution=outside)

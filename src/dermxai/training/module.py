@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 
 import lightning as L
+import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
 from dermxai.data.labels import CLASSES
 from dermxai.models.registry import Architecture
 from dermxai.preprocessing import standardise, to_unit
+from dermxai.probabilities import balanced_accuracy_of, choose_tau
 from dermxai.training.augment import augment_batch
 from dermxai.training.config import TrainConfig
 
@@ -22,13 +24,22 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Classifier(L.LightningModule):
-    """Fine-tunes a backbone with a new head; validation balanced accuracy drives model selection.
+    """Fine-tunes a backbone with a new head; a validation figure (``config.select_on``) drives model selection.
 
-    With ``config.ema_decay > 0`` an exponential moving average of the weights (timm's ``ModelEmaV3``) is
+    Every validation pass logs balanced accuracy at argmax, the macro AUC, and the balanced accuracy of the
+    served rule (logit adjustment with tau refitted on this pass, :func:`dermxai.probabilities.choose_tau`;
+    needs ``train_counts``). With ``config.ema_decay > 0`` an exponential moving average of the weights (timm's ``ModelEmaV3``) is
     kept beside the trained model, validated in its place, checkpointed with it and shipped in the bundle.
     """
 
-    def __init__(self, model: nn.Module, arch: Architecture, config: TrainConfig, loss: nn.Module) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        arch: Architecture,
+        config: TrainConfig,
+        loss: nn.Module,
+        train_counts: np.ndarray | None = None,
+    ) -> None:
         super().__init__()
         model = model.to(memory_format=torch.channels_last)
         self.model, self.arch, self.config, self.loss = model, arch, config, loss
@@ -38,6 +49,9 @@ class Classifier(L.LightningModule):
         self.train_bacc = MulticlassAccuracy(len(CLASSES), average="macro")
         self.val_bacc = MulticlassAccuracy(len(CLASSES), average="macro")
         self.val_acc = MulticlassAccuracy(len(CLASSES), average="micro")
+        self.val_auc = MulticlassAUROC(len(CLASSES), average="macro")
+        self.train_counts = train_counts
+        self.val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.head_prefix = arch.classifier.rpartition(".")[0] or arch.classifier
 
     @property
@@ -75,9 +89,24 @@ class Classifier(L.LightningModule):
         logits = self(to_unit(images), self.final_model)
         self.val_bacc(logits, labels)
         self.val_acc(logits, labels)
+        self.val_auc.update(logits, labels)
+        self.val_outputs.append((logits.detach().float().cpu(), labels.cpu()))
         self.log("val/loss", nn.functional.cross_entropy(logits, labels), on_epoch=True)
         self.log("val/balanced_accuracy", self.val_bacc, on_epoch=True, prog_bar=True)
         self.log("val/accuracy", self.val_acc, on_epoch=True)
+        self.log("val/macro_auc", self.val_auc, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        logits = torch.cat([o[0] for o in self.val_outputs]).numpy()
+        labels = torch.cat([o[1] for o in self.val_outputs]).numpy()
+        self.val_outputs.clear()
+        if self.train_counts is None or (np.asarray(self.train_counts) <= 0).any():
+            tau, score = 0.0, balanced_accuracy_of(logits, labels)
+        else:
+            tau, scores = choose_tau(logits, labels, self.train_counts)
+            score = scores[tau]
+        self.log("val/served_balanced_accuracy", score, prog_bar=True)
+        self.log("val/tau", tau)
 
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.config.freeze_epochs

@@ -27,8 +27,6 @@ from dermxai.training.losses import build_loss
 from dermxai.training.module import Classifier
 from dermxai.training.precision import resolve_precision
 
-MONITOR = "val/balanced_accuracy"
-
 
 class AtomicCheckpoint(ModelCheckpoint):
     """Writes each checkpoint to a temporary file and renames it, so a crash never leaves a torn file."""
@@ -122,13 +120,18 @@ def train(
     loss = build_loss(
         config.loss, datamodule.train_counts(), config.class_weighted, config.label_smoothing, config.class_weight_power
     )
-    module = Classifier(model, arch, config, loss)
+    module = Classifier(model, arch, config, loss, datamodule.train_counts().numpy())
     # Two callbacks: Lightning writes a monitored `last` only when the best improves; resume needs every epoch.
     checkpoint = AtomicCheckpoint(
-        dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="max", enable_version_counter=False
+        dirpath=out / "checkpoints", filename="best", monitor=config.monitor, mode="max", enable_version_counter=False
     )
     every_epoch = AtomicCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False)
-    callbacks = [checkpoint, every_epoch, EarlyStopping(MONITOR, mode="max", patience=config.patience), EpochTimer()]
+    callbacks = [
+        checkpoint,
+        every_epoch,
+        EarlyStopping(config.monitor, mode="max", patience=config.patience),
+        EpochTimer(),
+    ]
     if progress:
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(

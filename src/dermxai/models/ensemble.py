@@ -1,0 +1,112 @@
+"""An ensemble of bundles as one model: the mean of its members' logits, in one module and one ONNX graph.
+
+The ensemble serves the **mean of the members' logits** (a normalised geometric mean of their
+probabilities), not the mean of their probabilities: it keeps one logit vector per image, so the decision
+rule, the temperature, the energy-based abstention, the gate and the CAMs work on it exactly as on a single
+model, and ``dermxai calibrate`` fits them on the ensemble's own validation outputs. Every member sees the
+same input size; each re-normalises the ensemble's input to its own mean and std inside the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class MeanLogits(nn.Module):
+    """``members`` applied to one input batch; returns the mean of their logits."""
+
+    def __init__(
+        self,
+        members: Sequence[nn.Module],
+        norms: Sequence[tuple[Sequence[float], Sequence[float]]],
+        served: tuple[Sequence[float], Sequence[float]],
+    ) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in served)
+        # x_member = (x * std + mean - mean_m) / std_m = x * scale_m + shift_m
+        scales = [std / torch.tensor(s, dtype=torch.float32).view(1, 3, 1, 1) for _, s in norms]
+        shifts = [
+            (mean - torch.tensor(m, dtype=torch.float32).view(1, 3, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1)
+            for m, s in norms
+        ]
+        self.register_buffer("scales", torch.stack(scales), persistent=False)
+        self.register_buffer("shifts", torch.stack(shifts), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = [member(x * scale + shift) for member, scale, shift in zip(self.members, self.scales, self.shifts)]
+        return torch.stack(logits).mean(0)
+
+
+def build_ensemble(
+    members: Sequence[dict[str, Any]], served_norm: tuple[Sequence[float], Sequence[float]], num_classes: int
+) -> MeanLogits:
+    """An untrained :class:`MeanLogits` for the member records of a bundle config (``arch``, ``mean``, ``std``)."""
+    from dermxai.models.registry import create_model
+
+    nets = [create_model(m["arch"], weights="none", num_classes=num_classes)[0] for m in members]
+    return MeanLogits(nets, [(m["mean"], m["std"]) for m in members], served_norm)
+
+
+def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 0) -> Path:
+    """Write an ensemble bundle of ``member_dirs`` to ``out``; heatmaps and gate come from ``explain_member``.
+
+    The new bundle is uncalibrated (no decision rule, temperature 1, no threshold, no gate): run
+    ``dermxai calibrate`` and ``dermxai gate --write`` on it, as on any bundle, to fit them on its own outputs.
+    """
+    from dermxai.models.bundle import ENSEMBLE_ARCH, BundleConfig, BundleError, load_bundle, save_bundle, weights_digest
+
+    if len(member_dirs) < 2:
+        raise BundleError("an ensemble needs at least two member bundles")
+    if not 0 <= explain_member < len(member_dirs):
+        raise BundleError(f"--explain-member must be between 0 and {len(member_dirs) - 1}, not {explain_member}")
+    loaded = [load_bundle(folder) for folder in member_dirs]
+    configs = [config for _, config in loaded]
+    first = configs[0]
+    for folder, config in zip(member_dirs, configs):
+        if config.members is not None:
+            raise BundleError(f"{folder} is itself an ensemble: list its members instead")
+        if config.classes != first.classes or config.size != first.size:
+            raise BundleError(
+                f"{folder}: members must share classes and input size ({first.height}x{first.width}, "
+                f"{', '.join(first.classes)}), not {config.height}x{config.width}, {', '.join(config.classes)}"
+            )
+    model = MeanLogits([m for m, _ in loaded], [(c.mean, c.std) for c in configs], (first.mean, first.std))
+    records = tuple(
+        {
+            "arch": c.arch,
+            "mean": list(c.mean),
+            "std": list(c.std),
+            "source": Path(folder).resolve().name,
+            "weights_sha256": weights_digest(folder),
+            "val_bacc": c.val_bacc,
+            "seed": c.seed,
+            "recipe": c.recipe,
+        }
+        for folder, c in zip(member_dirs, configs)
+    )
+    chosen = configs[explain_member]
+    gate = chosen.feature_layer()
+    config = BundleConfig(
+        arch=ENSEMBLE_ARCH,
+        classes=first.classes,
+        height=first.height,
+        width=first.width,
+        mean=first.mean,
+        std=first.std,
+        members=records,
+        cam_layer=f"members.{explain_member}.{chosen.target_layer()}",
+        cam_method=chosen.cam_method,
+        gate_layer=f"members.{explain_member}.{gate}" if gate else None,
+        weights="members",
+        train_time_s=sum(c.train_time_s or 0 for c in configs),
+        dataset_fingerprint=first.dataset_fingerprint,
+        split_fingerprint=first.split_fingerprint,
+        hardware=first.hardware,
+    )
+    return save_bundle(out, model, config, note=f"ensemble of {len(records)}: mean of logits")

@@ -1,0 +1,75 @@
+"""Ensemble bundles: one model (mean of member logits) that calibrate, export, the Predictor and CAMs treat as any."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dermxai.cli import app
+from dermxai.data.labels import CLASSES
+from dermxai.inference.predictor import Predictor
+from dermxai.models.bundle import BundleConfig, BundleError, load_bundle, read_config, save_bundle
+from dermxai.models.registry import create_model
+from dermxai.preprocessing import to_batch
+
+runner = CliRunner()
+
+
+def member(folder, arch: str, seed: int, size=(48, 64), mean=None, std=None):
+    torch.manual_seed(seed)
+    model, entry = create_model(arch, weights="none")
+    config = BundleConfig(arch, tuple(CLASSES), *size, mean or entry.mean, std or entry.std, seed=seed, val_bacc=0.5)
+    return save_bundle(folder, model, config)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ensemble")
+    members = [member(root / "a", "resnet18", 0), member(root / "b", "resnet18", 1, mean=(0.5,) * 3, std=(0.5,) * 3)]
+    result = runner.invoke(app, ["ensemble", *map(str, members), "--out", str(root / "ens"), "--explain-member", "1"])
+    assert result.exit_code == 0, result.output
+    return root / "ens", members
+
+
+def test_the_ensemble_serves_the_mean_of_its_members_logits_each_normalised_its_own_way(ensemble):
+    folder, members = ensemble
+    model, config = load_bundle(folder)
+    assert config.arch == "ensemble" and [m["seed"] for m in config.members] == [0, 1]
+    assert config.cam_layer == "members.1.layer4" and config.gate_layer == "members.1.layer3"
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        got = model(to_batch(pixels, config)).numpy()
+        expected = []
+        for path in members:
+            net, own = load_bundle(path)
+            expected.append(net(to_batch(pixels, own)).numpy())
+    assert not np.allclose(expected[0], expected[1])
+    np.testing.assert_allclose(got, np.mean(expected, axis=0), atol=1e-5)
+
+
+def test_the_ensemble_is_calibrated_exported_and_served_as_one_model(ensemble, fixture_dir, tmp_path):
+    folder, _ = ensemble
+    result = runner.invoke(app, ["export", "--model", str(folder)])
+    assert result.exit_code == 0, result.output
+    predictor = Predictor(folder)
+    assert predictor.backend.name == "onnxruntime"
+    image = next(fixture_dir.rglob("*.jpg")).read_bytes()
+    onnx_answer = predictor.predict(image)
+    torch_answer = Predictor(folder, prefer_onnx=False).predict(image)
+    for c in CLASSES:
+        assert onnx_answer.probabilities[c] == pytest.approx(torch_answer.probabilities[c], abs=1e-4)
+    explanation = predictor.explain(image)
+    assert explanation.cam.shape == (48, 64) and explanation.cam.max() > 0
+
+
+def test_members_that_do_not_fit_together_are_refused_in_one_line(ensemble, tmp_path):
+    _, (a, _) = ensemble
+    other = member(tmp_path / "big", "resnet18", 2, size=(64, 64))
+    result = runner.invoke(app, ["ensemble", str(a), str(other), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "share classes and input size" in result.output
+    result = runner.invoke(app, ["ensemble", str(a), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "at least two" in result.output
+    with pytest.raises(BundleError, match="'members' must be given exactly"):
+        read_config(a).replace(arch="ensemble")

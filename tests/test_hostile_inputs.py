@@ -1,0 +1,79 @@
+"""Small files that decode to gigabytes: every kind is decoded within a memory cap, alone and three at a time.
+
+Each case runs ``read_image`` in a child process whose address space is capped at its size after start-up plus
+:data:`CAP_MIB`; an allocation beyond it fails there with MemoryError, which the test reports.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+CAP_MIB = 400  # the issue's bar is +500 MB of peak RSS per request, alone or three at a time
+SIDE = 7745  # 59.98 MP: just under MAX_PIXELS, so only the decode budget can stop it
+
+CHILD = """
+import resource, sys, threading
+from dermxai.inference.inputs import InvalidImage, read_image
+data = open(sys.argv[1], "rb").read()
+copies = int(sys.argv[2])
+vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+limit = vm + {cap} * 2**20 + copies * 16 * 2**20  # each extra thread's stack
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+answers = []
+def one():
+    try:
+        answers.append("ok %dx%d" % read_image(data).size)
+    except InvalidImage as error:
+        answers.append("refused " + error.reason)
+    except MemoryError:
+        answers.append("MemoryError")
+threads = [threading.Thread(target=one) for _ in range(copies)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(";".join(sorted(set(answers))))
+""".format(cap=CAP_MIB)
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+CASES = {
+    "float TIFF, deflate, 60 MP": (
+        lambda: encoded(Image.new("F", (SIDE, SIDE)), "TIFF", compression="tiff_deflate"),
+        "refused too_many_pixels",
+    ),
+    "16-bit grey PNG, 60 MP": (lambda: encoded(Image.new("I;16", (SIDE, SIDE)), "PNG"), "refused too_many_pixels"),
+    "RGBA PNG, 60 MP": (lambda: encoded(Image.new("RGBA", (SIDE, SIDE)), "PNG"), "refused too_many_pixels"),
+    "RGB JPEG, 60 MP": (
+        lambda: encoded(Image.merge("RGB", [Image.linear_gradient("L").resize((9000, 6600))] * 3), "JPEG", quality=90),
+        "ok 1125x825",
+    ),
+    "RGBA PNG, 23 MP (largest accepted)": (lambda: encoded(Image.new("RGBA", (4800, 4800)), "PNG"), "ok 1200x1200"),
+    "float TIFF, 23 MP (largest accepted)": (
+        lambda: encoded(Image.new("F", (4800, 4800)), "TIFF", compression="tiff_deflate"),
+        "ok 1200x1200",
+    ),
+}
+
+
+@pytest.mark.parametrize("copies", [1, 3], ids=["alone", "three at a time"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_decoding_stays_within_the_memory_cap(tmp_path_factory, case, copies):
+    make, expected = CASES[case]
+    path = tmp_path_factory.getbasetemp() / f"hostile_{list(CASES).index(case)}.bin"
+    if not path.is_file():
+        path.write_bytes(make())
+    assert path.stat().st_size < 3 * 2**20  # small files, all of them
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(copies)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == expected
