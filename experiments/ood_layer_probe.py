@@ -19,9 +19,10 @@ import torch
 from PIL import Image
 
 from dermxai.evaluation.evaluate import from_split
-from dermxai.evaluation.gate import FIXED_SHIFTS, acquisition_variant
+from dermxai.evaluation.gate import acquisition_variant
 from dermxai.evaluation.metrics import binary_auc
 from dermxai.evaluation.ood_set import non_dermoscopic_set
+from dermxai.evaluation.shifts import ACQUISITION_SHIFTS
 from dermxai.inference.feature_gate import fit_gate, fit_threshold
 from dermxai.models.bundle import load_bundle
 from dermxai.models.features import pooled_mean_std
@@ -57,7 +58,7 @@ def main(bundle: str, layers: list[str]) -> None:
     train, variants = features(train_images), features([acquisition_variant(im, rng) for im in train_images])
     val_images = split_images("val", 1000)
     val, test = features(val_images), features(split_images("test", 400))
-    shifted = {name: features([shift(im) for im in val_images[:150]]) for name, shift in FIXED_SHIFTS.items()}
+    shifted = {name: features([shift(im) for im in val_images[:150]]) for name, shift in ACQUISITION_SHIFTS.items()}
     outside = {
         kind: features(images)
         for kind, images in non_dermoscopic_set(6, 0, sorted(Path("docs/figures").glob("*.png"))).items()

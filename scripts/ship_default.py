@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from dermxai.models.bundle import read_config, write_config
+from dermxai.models.bundle import read_config, weights_metadata, write_config
 
 
 def ship(bundle: Path, out: Path) -> None:
@@ -23,9 +23,10 @@ def ship(bundle: Path, out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    save_file(half, out / "model.safetensors")
+    config = read_config(bundle)
+    save_file(half, out / "model.safetensors", metadata=weights_metadata(config))
     storage = "float16 weights (cast after training by scripts/ship_default.py)"
-    write_config(out, read_config(bundle).replace(storage=storage))
+    write_config(out, config.replace(storage=storage))
     shutil.copy(bundle / "MODEL_CARD.md", out / "MODEL_CARD.md")
     if (bundle / "ood_gate.npz").is_file():  # the gate reads features, which float16 weights barely change
         shutil.copy(bundle / "ood_gate.npz", out / "ood_gate.npz")

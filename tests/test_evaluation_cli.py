@@ -335,3 +335,19 @@ def test_undefined_figures_are_null_not_nan(tmp_path, bundle, fixture_dir, fixtu
     metrics = json.loads(text)  # strict JSON: no NaN
     assert "NaN" not in text and metrics["malignant"]["sensitivity"] is None and metrics["macro_auc"] is None
     assert metrics["per_class"]["nv"]["auc"] is None and metrics["ci95"]["malignant_sensitivity"] == [None, None]
+
+
+def test_shifted_validation_scores_the_served_label_under_every_shift(bundle, split_file, fixture_dir, tmp_path):
+    from dermxai.evaluation.shifts import SHIFTS
+
+    out = tmp_path / "shifted.json"
+    result = runner.invoke(
+        app,
+        ["shifted", "--model", str(bundle), "--data", str(fixture_dir), "--split", str(split_file), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert list(report["shifts"]) == ["unchanged", *SHIFTS]
+    assert report["n"] == (pd.read_csv(split_file)["split"] == "val").sum()
+    scores = [row["balanced_accuracy"] for row in report["shifts"].values()]
+    assert all(0 <= s <= 1 for s in scores)

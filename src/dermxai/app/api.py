@@ -1,8 +1,9 @@
 """The HTTP API (FastAPI): ``POST /predict``, ``POST /explain``, ``GET /health``, ``GET /models``.
 
-The model is loaded once, by ``create_app``, and shared by all requests; the Predictor serialises model use
-under its lock (CAM hooks are not thread-safe), and the endpoints run it in the thread pool so the event
-loop keeps accepting uploads. Uploads are limited in bytes while they are received, before any parsing.
+The model is loaded and checked once, by ``create_app`` (a broken bundle stops it), and shared by all
+requests; the PyTorch model for heatmaps loads beside the server at start-up. Predictions on ONNX Runtime never
+wait for a heatmap (heatmaps run one at a time), and the endpoints run in the thread pool so the event loop
+keeps accepting uploads. Uploads are limited in bytes while they are received, before any parsing.
 Every error is JSON ``{"detail": message, "reason": code}`` with a 4xx status (validation, unknown route and
 method errors included). A prediction the model cannot judge keeps ``abstain: true`` with its reasons in
 ``abstain_reasons``; ``out_of_distribution: true`` says the image does not look like dermoscopy of one lesion,
@@ -13,6 +14,8 @@ and then the class fields are not an answer. Score-CAM is not served (minutes pe
 from __future__ import annotations
 
 import io
+import threading
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -102,8 +105,16 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
 
 def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) -> FastAPI:
     """The API serving one bundle (default: ``$DERMXAI_MODEL`` or the installed default model), loaded now."""
-    predictor = Predictor(model_dir or default_bundle(), max_bytes=max_bytes)
+    predictor = Predictor(model_dir or default_bundle(), max_bytes=max_bytes)  # a broken bundle raises here
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        # the heatmap model loads beside the server, so neither /predict nor the first /explain waits on start-up
+        threading.Thread(target=predictor.warm, name="dermxai-warm", daemon=True).start()
+        yield
+
     api = FastAPIOffline(  # FastAPI with Swagger UI 5 and ReDoc served from the package: no CDN
+        lifespan=lifespan,
         title="dermxai",
         version=__version__,
         redoc_url=None,
@@ -142,10 +153,16 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
             {"detail": f"{where}: {first.get('msg', 'invalid request')}", "reason": "invalid_request"}, 422
         )
 
-    @api.get("/health")
+    @api.api_route("/health", methods=["GET", "HEAD"])
     def health() -> dict:
-        """Liveness and the model being served."""
-        return {"status": "ok", "model_id": predictor.model_id}
+        """Liveness and what is loaded: the model, its backend, its gate, and whether heatmaps are ready."""
+        return {
+            "status": "ok",
+            "model_id": predictor.model_id,
+            "backend": predictor.backend.name,
+            "ood_gate": predictor.gate is not None,
+            "heatmaps_ready": predictor.heatmaps_ready,
+        }
 
     @api.get("/models")
     def models() -> list[dict]:
@@ -182,7 +199,7 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         file: ImageFile, method: Method = None, target_class: TargetClass = None, opacity: Opacity = 0.45
     ) -> Response:
         """The CAM overlay as a PNG; the prediction is in the X-Dermxai-* headers."""
-        method = method or predictor.config.cam_method
+        method = predictor.config.cam_method if method is None else method
         if method not in API_METHODS:
             raise HTTPException(400, f"unknown or unserved method {method!r}: use one of {', '.join(API_METHODS)}")
         if target_class is not None and target_class not in predictor.classes:

@@ -144,6 +144,28 @@ def gate_command(
     )
 
 
+@app.command("shifted")
+@clear_errors
+def shifted_command(
+    model: BundleOption,
+    data: DataOption,
+    split: Annotated[Path, typer.Option("--split", help="Split CSV: its validation images are shifted.")],
+    images: ImagesOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the report as JSON here.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N validation images (a quick look).")] = None,
+) -> None:
+    """Balanced accuracy of the served answer on validation images under acquisition shifts (resampling, JPEG, ...)."""
+    from dermxai.evaluation.shifts import shifted_report
+    from dermxai.inference.predictor import Predictor
+
+    report = shifted_report(Predictor(model), data, split, images=images, limit=limit)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+    rates = {name: (report["n"], row["balanced_accuracy"]) for name, row in report["shifts"].items()}
+    console.print(rate_table(f"Shifted validation of {model} (served label)", "balanced accuracy", rates))
+
+
 @app.command("compare")
 @clear_errors
 def compare_command(

@@ -19,6 +19,7 @@ from PIL import Image, ImageFilter
 
 from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.metrics import binary_auc
+from dermxai.evaluation.shifts import ACQUISITION_SHIFTS
 from dermxai.inference.feature_gate import DEFAULT_COMPONENTS, TARGET_ACCEPT, FeatureGate, fit_gate, fit_threshold
 from dermxai.preprocessing import resize_cover
 
@@ -46,33 +47,6 @@ def acquisition_variant(image: Image.Image, rng: np.random.Generator) -> Image.I
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
     return image
-
-
-FIXED_SHIFTS = {
-    "JPEG quality 30": lambda im: _jpeg(im, 30),
-    "warm colour cast": lambda im: Image.fromarray(np.uint8((np.asarray(im) * [1.1, 1.0, 0.85]).clip(0, 255))),
-    "zoomed in 1.5x": lambda im: im.crop(
-        (im.width // 6, im.height // 6, im.width - im.width // 6, im.height - im.height // 6)
-    ),
-    "black circular vignette": lambda im: _vignette(im),
-    "square crop": lambda im: im.crop(((im.width - im.height) // 2, 0, (im.width + im.height) // 2, im.height)),
-    "blurred (sigma 1 px)": lambda im: im.filter(ImageFilter.GaussianBlur(1)),
-}
-"""Acquisition changes applied to validation images to measure how the gate treats shifted dermoscopy."""
-
-
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return Image.open(buffer).convert("RGB")
-
-
-def _vignette(image: Image.Image) -> Image.Image:
-    w, h = image.size
-    y, x = np.mgrid[:h, :w]
-    pixels = np.asarray(image).copy()
-    pixels[np.hypot((x - w / 2) / (w / 2), (y - h / 2) / (h / 2)) > 1.0] = 0
-    return Image.fromarray(pixels)
 
 
 def features_of(predictor, images: Iterable[Image.Image], batch: int = 64) -> np.ndarray:
@@ -153,7 +127,7 @@ def gate_report(
     test = features_of(predictor, _open(from_split(data, split, "test", images).table["path"].tolist()))
     val_images = list(_open(from_split(data, split, "val", images).table["path"].tolist()[:n_shifted]))
     rows = {"dermoscopy: test split": (len(test), float(np.mean(gate.withheld(test))))}
-    for name, shift in FIXED_SHIFTS.items():
+    for name, shift in ACQUISITION_SHIFTS.items():
         shifted = features_of(predictor, [shift(image) for image in val_images])
         rows[f"dermoscopy, val: {name}"] = (len(shifted), float(np.mean(gate.withheld(shifted))))
     scores = []

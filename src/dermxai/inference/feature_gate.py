@@ -10,6 +10,7 @@ passes. Stored in the bundle as ``ood_gate.npz`` (plain arrays, loaded without p
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -66,18 +67,22 @@ class FeatureGate:
 
 
 def load_gate(folder: str | Path) -> FeatureGate | None:
-    """The bundle's gate, or None when it has none; a malformed file raises ValueError."""
+    """The bundle's gate, or None when it has none; a malformed file raises ValueError naming what is wrong."""
     path = Path(folder) / GATE_NAME
-    if not path.is_file():
+    if not path.exists():
         return None
+    if not path.is_file():
+        raise ValueError(f"{path}: not a valid out-of-distribution gate (not a file)")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             values = {
-                key: arrays[key].astype(np.float64)
+                key: np.asarray(arrays[key], dtype=np.float64)
                 for key in ("mean", "scale", "components", "variances", "residual_variance", "threshold")
             }
-    except (OSError, KeyError, ValueError) as error:
-        raise ValueError(f"{path}: not a valid out-of-distribution gate ({error})") from None
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a valid out-of-distribution gate ({type(error).__name__}: {error})") from None
+    if values["residual_variance"].shape != () or values["threshold"].shape != ():
+        raise ValueError(f"{path}: residual_variance and threshold must be single numbers")
     gate = FeatureGate(
         values["mean"],
         values["scale"],
@@ -86,14 +91,20 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
         float(values["residual_variance"]),
         float(values["threshold"]),
     )
-    d = gate.dimension
+    d = gate.dimension if gate.mean.ndim == 1 else -1
     if (
-        gate.scale.shape != (d,)
+        d < 1
+        or gate.scale.shape != (d,)
         or gate.components.ndim != 2
         or gate.components.shape[1] != d
         or gate.variances.shape != (gate.components.shape[0],)
     ):
         raise ValueError(f"{path}: arrays of inconsistent shapes")
+    arrays = (gate.mean, gate.scale, gate.components, gate.variances, np.array([gate.residual_variance]))
+    if not all(np.isfinite(a).all() for a in arrays) or np.isnan(gate.threshold):
+        raise ValueError(f"{path}: the gate holds NaN or infinite values")
+    if (gate.scale <= 0).any() or (gate.variances <= 0).any() or gate.residual_variance <= 0:
+        raise ValueError(f"{path}: scale and variances must be above 0")
     return gate
 
 

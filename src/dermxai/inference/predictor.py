@@ -3,14 +3,15 @@
 Preprocessing is the training one (``resize_cover`` then ``to_batch``, both read from the bundle's config).
 Predictions run on ONNX Runtime when the bundle holds a ``model.onnx`` exported from its weights (see
 ``dermxai export``), else on PyTorch; the PyTorch model is loaded only when needed (no ONNX, or a CAM), so
-the prediction path never imports torch. The model is shared: every use of it runs under one lock, because
-CAM hooks on the model are not thread-safe and an ordinary forward pass running while they are registered
-would feed them.
+the prediction path never imports torch. CAMs run one at a time under a lock, because CAM hooks on the model
+are not thread-safe; on PyTorch, predictions take the same lock, since a forward pass running while hooks are
+registered would feed them.
 """
 
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from dermxai.inference.feature_gate import FeatureGate, load_gate
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
 from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
-from dermxai.models.bundle import load_bundle, read_config, weights_digest
+from dermxai.models.bundle import BundleError, load_bundle, validate_bundle, weights_digest
 from dermxai.preprocessing import resize_cover, to_array, to_batch
 
 
@@ -136,13 +137,20 @@ def model_id(folder: Path) -> str:
 
 
 class Predictor:
-    """A loaded bundle: validate, preprocess, predict with calibration and abstention, explain."""
+    """A loaded bundle: validate, preprocess, predict with calibration and abstention, explain.
+
+    The bundle is checked when loaded (config, layers named in it, gate, and one forward pass whose outputs
+    must fit the classes and the gate): a broken bundle raises BundleError or ValueError here, never at the
+    first request. On ONNX Runtime, predictions take no lock (its sessions are thread-safe) and never wait for
+    a heatmap; heatmaps run one at a time on the PyTorch model, which is loaded once, outside any request's lock
+    when :meth:`warm` is called at start-up.
+    """
 
     def __init__(
         self, bundle: str | Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, prefer_onnx: bool = True
     ) -> None:
         self.folder = Path(bundle)
-        self.config = read_config(self.folder)
+        self.config = validate_bundle(self.folder)
         self.gate: FeatureGate | None = load_gate(self.folder)
         self.backend: OnnxBackend | TorchBackend = load_backend(self.folder, prefer_onnx=prefer_onnx)
         if (
@@ -155,16 +163,43 @@ class Predictor:
         self.model_id = model_id(self.folder)
         self.classes: list[str] = list(self.config.classes)
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
-        self._lock = threading.Lock()
+        self._cam_lock = threading.Lock()  # CAM hooks on the PyTorch model are not thread-safe
+        self._load_lock = threading.Lock()
+        # predictions on the PyTorch model share the CAM lock (a forward pass would feed registered CAM hooks)
+        self._predict_lock = self._cam_lock if isinstance(self.backend, TorchBackend) else nullcontext()
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """One forward pass of a blank image: logits must fit the classes, features the gate, all finite."""
+        logits, features = self.outputs(np.zeros((1, *self.config.size, 3), dtype=np.uint8))
+        where = f"{self.folder}"
+        if logits.shape != (1, len(self.classes)) or not np.isfinite(logits).all():
+            raise BundleError(
+                f"{where}: the model gives {logits.shape[-1]} logits (finite: {bool(np.isfinite(logits).all())}) "
+                f"for {len(self.classes)} classes"
+            )
+        if self.gate is not None and (features is None or features.shape[-1] != self.gate.dimension):
+            got = "none" if features is None else features.shape[-1]
+            raise BundleError(f"{where}: the gate expects {self.gate.dimension} features, the model gives {got}")
 
     @property
     def model(self):
-        """The PyTorch model (for CAMs and evaluation), loaded on first use when predictions run on ONNX."""
+        """The PyTorch model (for CAMs and evaluation), loaded once on first use when predictions run on ONNX."""
         if isinstance(self.backend, TorchBackend):
             return self.backend.model
-        if not hasattr(self, "_torch_model"):
-            self._torch_model = load_bundle(self.folder)[0]
+        with self._load_lock:
+            if not hasattr(self, "_torch_model"):
+                self._torch_model = load_bundle(self.folder)[0]
         return self._torch_model
+
+    @property
+    def heatmaps_ready(self) -> bool:
+        """Whether the PyTorch model for heatmaps is loaded."""
+        return isinstance(self.backend, TorchBackend) or hasattr(self, "_torch_model")
+
+    def warm(self) -> None:
+        """Load the PyTorch model for heatmaps now (servers call it at start-up, off the request path)."""
+        _ = self.model
 
     def load(self, data: bytes | Image.Image) -> Image.Image:
         """Upright RGB image from untrusted bytes (validated; raises InvalidImage) or an upright PIL image."""
@@ -173,7 +208,7 @@ class Predictor:
     def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw logits (N, C) and gate features (N, D) or None of uint8 images (N, H, W, 3) at the input size."""
         batch = to_array(images, self.config)
-        with self._lock:
+        with self._predict_lock:
             return self.backend.outputs(batch)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
@@ -231,9 +266,10 @@ class Predictor:
         logits, features = self.outputs(resized)
         prediction = self.interpret(logits[0], None if features is None else features[0])
         target = target_class or prediction.top_class  # the served label, after the decision rule
-        with self._lock:
+        model = self.model  # loaded (once) before taking the lock
+        with self._cam_lock:
             cams, _ = explain(
-                self.model,
+                model,
                 self.config.target_layer(),
                 to_batch(resized, self.config),
                 method,

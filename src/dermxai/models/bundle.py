@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -114,7 +115,9 @@ class BundleConfig:
             if not isinstance(getattr(self, name), kind) or isinstance(getattr(self, name), bool):
                 raise BundleError(f"'{name}' must be {what}")
         if self.height < 8 or self.width < 8 or not (_numbers(self.mean, 3) and _numbers(self.std, 3)):
-            raise BundleError("height and width must be >= 8, mean and std 3 numbers each")
+            raise BundleError("height and width must be >= 8, mean and std 3 finite numbers each")
+        if min(self.std) <= 0:
+            raise BundleError("'std' must be above 0 in every channel")
         names = [c for c in self.classes if isinstance(c, str) and c]
         if len(names) < 2 or len(set(names)) != len(self.classes):
             raise BundleError("'classes' must name at least two distinct classes")
@@ -135,11 +138,15 @@ class BundleConfig:
     def _check_served(self) -> None:
         """What turns logits into the served answer: decision rule, temperature, thresholds, layers."""
         if not _numbers((self.temperature,), 1) or not self.temperature > 0:
-            raise BundleError("'temperature' must be a number above 0")
+            raise BundleError("'temperature' must be a finite number above 0")
         if self.logit_bias is not None and not _numbers(self.logit_bias, len(self.classes)):
-            raise BundleError("'logit_bias' must have one value per class")
-        if not isinstance(self.thresholds, dict) or not _numbers(tuple(self.thresholds.values())):
-            raise BundleError("'thresholds' must map names to numbers")
+            raise BundleError("'logit_bias' must have one finite value per class")
+        if (
+            not isinstance(self.thresholds, dict)
+            or not _numbers(tuple(self.thresholds.values()))
+            or not all(0 <= v <= 1 for v in self.thresholds.values())
+        ):
+            raise BundleError("'thresholds' must map names to numbers between 0 and 1")
         if self.abstain is not None and not (
             isinstance(self.abstain, dict)
             and _numbers((self.abstain.get("min_confidence"), self.abstain.get("max_energy")))
@@ -224,10 +231,10 @@ class BundleConfig:
 
 
 def _numbers(values: Sequence | None, count: int | None = None) -> bool:
-    """Whether ``values`` are all real numbers (not booleans), ``count`` of them when given."""
+    """Whether ``values`` are all finite real numbers (not booleans, NaN or infinity), ``count`` of them when given."""
     if not isinstance(values, tuple | list) or (count is not None and len(values) != count):
         return False
-    return all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
+    return all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
 def weights_digest(bundle_dir: str | Path) -> str:
@@ -259,6 +266,40 @@ def read_config(folder: str | Path) -> BundleConfig:
         raise BundleError(f"{folder}/config.json: {error}") from None
 
 
+CLASSES_KEY = "dermxai.classes"
+"""Metadata key of ``model.safetensors``: the class names, in output order, the weights were trained for."""
+
+
+def weights_metadata(config: BundleConfig) -> dict[str, str]:
+    """What ``model.safetensors`` records of its config (checked at load: a config cannot relabel the outputs)."""
+    return {CLASSES_KEY: json.dumps(list(config.classes))}
+
+
+def validate_bundle(folder: str | Path) -> BundleConfig:
+    """A bundle's config, checked against its weights (their header only: no torch): the CAM and gate layers
+    must be layers that hold weights. BundleError names what is wrong, in one line."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    config = read_config(folder)
+    try:
+        with safe_open(folder / "model.safetensors", framework="numpy") as weights:
+            names, metadata = set(weights.keys()), weights.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BundleError(f"{folder}/model.safetensors cannot be read ({error})") from None
+    trained = metadata.get(CLASSES_KEY)
+    if trained is not None and json.loads(trained) != list(config.classes):
+        raise BundleError(
+            f"{folder}/config.json names the classes {', '.join(config.classes)} but the weights were trained "
+            f"for {', '.join(json.loads(trained))}"
+        )
+    prefixes = {name.rsplit(".", i)[0] for name in names for i in range(1, name.count(".") + 1)}
+    for field_name, layer in (("cam_layer", config.cam_layer), ("gate_layer", config.gate_layer)):
+        if layer and layer not in prefixes:
+            raise BundleError(f"{folder}/config.json: {field_name} {layer!r} is not a layer of {config.arch}")
+    return config
+
+
 def write_config(folder: str | Path, config: BundleConfig) -> None:
     """Replace ``folder/config.json`` atomically (write a temporary file, then rename)."""
     partial = Path(folder) / f"config.json.{os.getpid()}.{threading.get_ident()}.partial"  # one per writer
@@ -284,7 +325,7 @@ def save_bundle(folder: str | Path, model: nn.Module, config: BundleConfig, note
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, folder / "model.safetensors")
+    save_file(state, folder / "model.safetensors", metadata=weights_metadata(config))
     write_config(folder, config)
     train_time = "unknown" if config.train_time_s is None else f"{config.train_time_s:.0f} s"
     fields = dataclasses.asdict(config) | {"classes": ", ".join(config.classes), "train_time": train_time}
