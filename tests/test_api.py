@@ -50,7 +50,10 @@ def test_predict_returns_calibrated_probabilities(client, api):
 
 
 def test_health_models_and_openapi(client, api):
-    assert client.get("/health").json() == {"status": "ok", "model_id": api.state.predictor.model_id}
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model_id"] == api.state.predictor.model_id
+    assert health["backend"] == "onnxruntime" and health["ood_gate"] is True
+    assert client.head("/health").status_code == 200
     (model,) = client.get("/models").json()
     assert model["arch"] == api.state.predictor.config.arch and "gradcam" in model["cam_methods"]
     assert model["cam_method"] == api.state.predictor.config.cam_method == "layercam"  # chosen on validation
@@ -64,6 +67,8 @@ def test_explain_returns_a_png_overlay(client):
     image = Image.open(io.BytesIO(response.content))
     assert image.format == "PNG" and image.width == 480
     assert response.headers["x-dermxai-target-class"] == response.headers["x-dermxai-top-class"]
+    empty = client.post("/explain?method=", files=upload(EXAMPLES[1].read_bytes()))
+    assert empty.status_code == 400 and "unknown or unserved method ''" in empty.json()["detail"]
     bad = client.post("/explain?method=magic", files=upload(EXAMPLES[1].read_bytes()))
     assert bad.status_code == 400 and "unknown or unserved method" in bad.json()["detail"]
 
@@ -145,3 +150,29 @@ def test_twenty_concurrent_requests_on_a_real_server(api, client):
         assert body["top_class"] == expected[name]["top_class"]
         for c, p in expected[name]["probabilities"].items():
             assert body["probabilities"][c] == pytest.approx(p, abs=1e-6)
+
+
+def test_the_heatmap_model_is_warmed_at_start_up(api):
+    import time
+
+    with TestClient(api) as client:
+        deadline = time.time() + 60
+        while not client.get("/health").json()["heatmaps_ready"] and time.time() < deadline:
+            time.sleep(0.2)
+        assert client.get("/health").json()["heatmaps_ready"]
+
+
+def test_a_body_that_stops_arriving_times_out():
+    import asyncio
+
+    from dermxai.app.api import BodyLimit, Stalled
+
+    async def app(scope, receive, send):
+        await receive()
+
+    async def stalled_receive():
+        await asyncio.sleep(10)
+
+    middleware = BodyLimit(app, limit=1000, timeout=0.05)
+    with pytest.raises(Stalled):
+        asyncio.run(middleware({"type": "http", "headers": []}, stalled_receive, None))

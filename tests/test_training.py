@@ -47,14 +47,14 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def split_file(tmp_path_factory, fixture_table) -> Path:
-    """All fixture images train; one image per class also in val (a learning check, not an evaluation)."""
+    """One lesion per class in val, every other lesion in train (a learning check, not an evaluation)."""
     path = tmp_path_factory.mktemp("split") / "split.csv"
-    val = fixture_table.groupby("dx").head(1)["image_id"]
+    val = fixture_table.groupby("dx").head(1)["lesion_id"]
     pd.DataFrame(
         {
             "image_id": fixture_table["image_id"],
             "lesion_group": fixture_table["lesion_id"],
-            "split": fixture_table["image_id"].isin(val).map({True: "val", False: "train"}),
+            "split": fixture_table["lesion_id"].isin(val).map({True: "val", False: "train"}),
         }
     ).to_csv(path, index=False)
     return path

@@ -13,6 +13,7 @@ and then the class fields are not an answer. Score-CAM is not served (minutes pe
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from contextlib import asynccontextmanager
@@ -59,6 +60,8 @@ TargetClass = Annotated[str | None, Query(description="Class to explain (default
 Opacity = Annotated[float, Query(ge=0, le=1, description="Heatmap opacity.")]
 MULTIPART_OVERHEAD = 64 * 1024
 CHUNK = 1024 * 1024
+BODY_TIMEOUT_S = 30.0
+"""Longest wait for the next piece of a request body."""
 
 
 class TooLarge(HTTPException):
@@ -66,11 +69,17 @@ class TooLarge(HTTPException):
         super().__init__(413, f"The upload is larger than the limit of {limit / 1024 / 1024:.1f} MiB.")
 
 
-class BodyLimit:
-    """ASGI middleware: 413 as soon as a request body exceeds ``limit`` bytes (declared or streamed)."""
+class Stalled(HTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"The upload stalled: no data for {seconds:g} s.")
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+
+class BodyLimit:
+    """ASGI middleware: 413 as soon as a request body exceeds ``limit`` bytes (declared or streamed), and 408
+    when a body stops arriving for ``timeout`` seconds (a stalled client holds no connection for ever)."""
+
+    def __init__(self, app: ASGIApp, limit: int, timeout: float = BODY_TIMEOUT_S) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,7 +92,10 @@ class BodyLimit:
 
         async def counted() -> dict:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise Stalled(self.timeout) from None
             received += len(message.get("body", b""))
             if received > self.limit:
                 raise TooLarge(self.limit)
@@ -132,6 +144,10 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
     @api.exception_handler(InvalidImage)
     async def invalid_image(request: Request, error: InvalidImage) -> JSONResponse:
         return JSONResponse({"detail": str(error), "reason": error.reason}, STATUS.get(error.reason, 400))
+
+    @api.exception_handler(Stalled)
+    async def stalled(request: Request, error: Stalled) -> JSONResponse:
+        return JSONResponse({"detail": error.detail, "reason": "timeout"}, 408)
 
     @api.exception_handler(TooLarge)
     async def too_large(request: Request, error: TooLarge) -> JSONResponse:

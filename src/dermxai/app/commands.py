@@ -26,6 +26,11 @@ def _bundle(model: Path | None) -> Path:
     return model if model is not None else default_bundle()
 
 
+def check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port must be between 1 and 65535, not {port}")
+
+
 def _check_tls(cert: Path | None, key: Path | None) -> None:
     if (cert is None) != (key is None):
         raise ValueError("HTTPS needs both --ssl-cert and --ssl-key")
@@ -40,8 +45,11 @@ def read_upload(path: Path, max_bytes: int) -> bytes:
 
     if not path.is_file():
         raise InvalidImage("not a regular file" if path.exists() else "no such file", "not_a_file")
-    with open(path, "rb") as file:
-        data = file.read(max_bytes + 1)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(max_bytes + 1)
+    except OSError as error:
+        raise InvalidImage(f"cannot be read ({error.strerror or error})", "unreadable") from None
     if len(data) > max_bytes:
         raise InvalidImage(f"larger than the {max_bytes / 2**20:.0f} MiB limit", "too_many_bytes")
     return data
@@ -184,6 +192,7 @@ def app_command(
     """Start the Streamlit app (upload, phone camera, examples -> probabilities, heatmap, advice)."""
     from dermxai.inference.inputs import MAX_BYTES
 
+    check_port(port)
     _check_tls(ssl_cert, ssl_key)
     command = [
         sys.executable,
@@ -220,6 +229,9 @@ def serve_command(
 
     from dermxai.app.api import create_app
 
+    check_port(port)
+    if not 0 < max_mib <= 1024:
+        raise ValueError(f"--max-mib must be above 0 and at most 1024, not {max_mib}")
     _check_tls(ssl_cert, ssl_key)
     api = create_app(model, max_bytes=int(max_mib * 1024 * 1024))
     uvicorn.run(api, host=host, port=port, ssl_certfile=ssl_cert, ssl_keyfile=ssl_key)

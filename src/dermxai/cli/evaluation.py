@@ -34,18 +34,32 @@ def evaluate_command(
     cache: Annotated[
         Path | None, typer.Option(help="Image cache folder (default: decode the images directly).")
     ] = None,
+    allow_leaky_split: Annotated[
+        bool, typer.Option(help="Evaluate on a split whose subsets share lesions or images (the report says so).")
+    ] = False,
 ) -> None:
     """Score a bundle: metrics with lesion-bootstrap CIs, calibration, operating point, subgroups, report."""
+    from dermxai.data.audit import leak_finding
+    from dermxai.data.splits import read_split
     from dermxai.evaluation.evaluate import evaluate, from_labels, from_split
 
+    leak = None
     if labels is not None and data is None and split is None:
         eval_set = from_labels(labels, images)
     elif data is not None and split is not None and labels is None:
         eval_set = from_split(data, split, subset, images)
+        leak = leak_finding(eval_set.full_table, read_split(split, eval_set.full_table))
+        if leak and not allow_leaky_split:
+            raise ValueError(f"{split} is a leaky split: {leak}; refused (pass --allow-leaky-split to use it)")
     else:
         raise ValueError("give either --data DIR --split SPLIT.csv [--subset test] or --images DIR --labels CSV")
     if bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1, not {bootstrap}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
+    from dermxai.models.bundle import validate_bundle
+
+    validate_bundle(model)  # a broken bundle fails now, not after the whole evaluation
     metrics = evaluate(
         model,
         eval_set,
@@ -56,6 +70,7 @@ def evaluate_command(
         batch_size=batch_size,
         cache_dir=cache,
         command=_command_line(ctx),
+        leak=leak,
     )
     from dermxai.evaluation.report import with_ci
 

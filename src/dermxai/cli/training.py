@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import pickle
 from pathlib import Path
 from typing import Annotated
 
@@ -78,6 +80,9 @@ def train_command(
         float | None,
         typer.Option(help="Stop after this many minutes; the bundle is still written from the best epoch."),
     ] = None,
+    allow_leaky_split: Annotated[
+        bool, typer.Option(help="Train on a split whose subsets share lesions or images (refused otherwise).")
+    ] = False,
 ) -> None:
     """Fine-tune a backbone on the train split, select the epoch on validation (--select-on), write a bundle."""
     from dermxai.training.config import augment_preset
@@ -105,8 +110,14 @@ def train_command(
         seed=seed,
         augment=augment_preset(augment),
         select_on=select_on,
-        limit_train_batches=int(limit_train_batches) if limit_train_batches > 1 else limit_train_batches,
+        limit_train_batches=int(limit_train_batches) if 1 < limit_train_batches < math.inf else limit_train_batches,
     )
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the run")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"--max-minutes must be above 0, not {max_minutes}")
+    if not (devices == "auto" or (devices.isdigit() and int(devices) >= 1)):
+        raise ValueError(f"--devices must be a positive number or 'auto', not {devices!r}")
     last = out / "checkpoints" / "last.ckpt"
     try:
         bundle = train(
@@ -123,9 +134,13 @@ def train_command(
             strategy=strategy,
             progress=progress,
             max_minutes=max_minutes,
+            allow_leaky_split=allow_leaky_split,
         )
     except (DatasetError, ValueError, FileNotFoundError, FileExistsError) as error:  # incl. missing weights
         errors.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    except pickle.UnpicklingError as error:  # a checkpoint that is not a plain one (refused, never unpickled)
+        errors.print(f"[bold red]error:[/] {last} is refused: not a plain checkpoint ({error})", highlight=False)
         raise typer.Exit(2) from None
     except (NonFiniteLoss, OSError) as error:
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"

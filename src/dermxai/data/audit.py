@@ -115,3 +115,16 @@ def _near_duplicate_crossings(
             }
         )
     return out
+
+
+def leak_finding(table: pd.DataFrame, split: pd.DataFrame) -> str | None:
+    """One line naming what crosses between the subsets of ``split`` (lesions, lesion groups, identical
+    files), or None when nothing does. Cheap enough to run before every training and evaluation."""
+    report = audit_split(table, split)
+    lesions = {pair: len({row["lesion_id"] for row in rows}) for pair, rows in report["lesion_crossings"].items()}
+    groups = split.groupby("lesion_group")["split"].nunique() if "lesion_group" in split.columns else pd.Series()
+    twins = {pair: len(rows) for pair, rows in report["twin_crossings"].items()}
+    parts = [f"{n} lesion(s) span {pair}" for pair, n in lesions.items() if n]
+    parts += [f"{int((groups > 1).sum())} lesion group(s) span two subsets"] if (groups > 1).any() else []
+    parts += [f"{n} copy pair(s) of one image span {pair}" for pair, n in twins.items() if n]
+    return "; ".join(parts) or None

@@ -103,8 +103,12 @@ def evaluate(
     cache_dir: Path | None = None,
     command: str = "",
     report: bool = True,
+    leak: str | None = None,
 ) -> dict:
-    """Predict, score, bootstrap and write ``metrics.json``, ``predictions.csv`` (and ``report.md``) in ``out``."""
+    """Predict, score, bootstrap and write ``metrics.json``, ``predictions.csv`` (and ``report.md``) in ``out``.
+
+    ``leak``: the audit's finding when the split is knowingly leaky (recorded, and the report's first line).
+    """
     model, config = load_bundle(bundle)
     model = model.to("cuda") if torch.cuda.is_available() else model  # a lent GPU scores in seconds
     classes = list(config.classes)
@@ -150,6 +154,7 @@ def evaluate(
             },
             "subgroups": subgroup_table(eval_set.table, y, probs, classes, threshold),
             "provenance": provenance(bundle, config, command, eval_set),
+            **({"leaky_split": leak} if leak else {}),
         }
     )
     check_metrics(metrics)

@@ -116,6 +116,7 @@ def run_leak(
                 resume=(run_dir / "checkpoints" / "last.ckpt").is_file(),
                 accelerator=accelerator,
                 progress=progress,
+                allow_leaky_split=name != "lesion",  # the leaky arms are the point of this study
             )
         metrics = evaluate(
             run_dir / "bundle",

@@ -154,6 +154,11 @@ def markdown(metrics: dict) -> str:
         else f"labels `{source['labels']}`, images `{source['images']}`"
     )
     lines = [
+        *(
+            [f"**LEAKY SPLIT: these figures are not honest** ({metrics['leaky_split']}).", ""]
+            if metrics.get("leaky_split")
+            else []
+        ),
         f"# Evaluation of {p['arch']} ({p['height']}x{p['width']}, {p['weights']} weights)",
         "",
         f"- Data: {where}; {metrics['n']} images, {boot['n_units']} {boot['unit']}s.",

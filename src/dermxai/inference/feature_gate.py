@@ -79,7 +79,7 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
                 key: np.asarray(arrays[key], dtype=np.float64)
                 for key in ("mean", "scale", "components", "variances", "residual_variance", "threshold")
             }
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as error:
+    except (OSError, EOFError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a valid out-of-distribution gate ({type(error).__name__}: {error})") from None
     if values["residual_variance"].shape != () or values["threshold"].shape != ():
         raise ValueError(f"{path}: residual_variance and threshold must be single numbers")

@@ -155,11 +155,19 @@ def _timm_imagenet(builder: str, num_classes: int) -> nn.Module:
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ValueError(f"--weights {path}: no such file (use imagenet, none or a .safetensors/.pth file)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    except Exception as error:  # torch and safetensors raise many kinds of error on a damaged or hostile file
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"--weights {path}: not a readable state dict ({type(error).__name__}: {first})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"--weights {path}: not a state dict of tensors")
+    return state
 
 
 def _last_feature_layer(model: nn.Module) -> str:

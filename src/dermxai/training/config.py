@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")  # Lightning's names; auto: see training/precision.py
@@ -102,7 +103,10 @@ class TrainConfig:
                 f"--select-on must be one of {', '.join(SELECTIONS)}, not {self.select_on!r}",
             ),
             (self.patience >= 1, f"--patience must be at least 1, not {self.patience}"),
-            (self.limit_train_batches > 0, f"--limit-train-batches must be positive, not {self.limit_train_batches}"),
+            (
+                0 < self.limit_train_batches < math.inf,
+                f"--limit-train-batches must be a positive finite number, not {self.limit_train_batches}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from dermxai.data import load_dataset
+from dermxai.data.audit import leak_finding
+from dermxai.data.errors import DatasetError
 from dermxai.data.labels import CLASSES
 from dermxai.data.splits import read_split
 from dermxai.machine import describe_machine
@@ -88,11 +91,13 @@ def train(
     strategy: str = "auto",
     progress: bool = True,
     max_minutes: float | None = None,
+    allow_leaky_split: bool = False,
 ) -> Path | None:
     """Fine-tune ``config.arch``; returns the bundle folder (on the main process; None elsewhere).
 
     ``max_minutes`` caps the wall time (Lightning's ``max_time``): training then stops after the current
-    step and the bundle is still written from the best validated checkpoint.
+    step and the bundle is still written from the best validated checkpoint. A split whose subsets share a
+    lesion, a lesion group or a copy of one image is refused unless ``allow_leaky_split``.
     """
     out = Path(out)
     last = out / "checkpoints" / "last.ckpt"
@@ -102,6 +107,14 @@ def train(
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     table = load_dataset(data, images)
     split = read_split(split_path, table)
+    for subset in ("train", "val"):
+        if not (split["split"] == subset).any():
+            raise DatasetError(f"{split_path}: no {subset} images (training needs both train and val)")
+    finding = leak_finding(table, split)
+    if finding and not allow_leaky_split:
+        raise DatasetError(f"{split_path} is a leaky split: {finding}; refused (pass --allow-leaky-split to use it)")
+    if finding:
+        warnings.warn(f"LEAKY SPLIT, allowed by --allow-leaky-split: {finding}", stacklevel=2)
     L.seed_everything(config.seed, workers=True, verbose=False)
     gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     size = (config.height, config.width)
