@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,6 +99,37 @@ def load(url: str, payload: bytes, clients: int, requests: int, timeout: float) 
     }
 
 
+def predict_beside_explain(port: int, payload: bytes, requests: int, timeout: float, explainers: int = 3) -> None:
+    """/predict latency (1 client) alone, then while ``explainers`` clients keep /explain busy: its p50 and p99."""
+    predict_url, explain_url = f"http://127.0.0.1:{port}/predict", f"http://127.0.0.1:{port}/explain"
+    alone = load(predict_url, payload, 1, requests, timeout)["latency"]
+    stop = threading.Event()
+
+    def keep_explaining() -> None:
+        with httpx.Client(timeout=timeout) as http:
+            while not stop.is_set():
+                http.post(explain_url, files={"file": (FIXTURE_IMAGE.name, payload, "image/jpeg")})
+
+    threads = [threading.Thread(target=keep_explaining) for _ in range(explainers)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # the explain requests are in flight
+    try:
+        beside = load(predict_url, payload, 1, requests, timeout)["latency"]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    p = {name: np.percentile(t, [50, 99]) * 1000 for name, t in (("alone", alone), ("beside", beside))}
+    print(
+        f"\n| POST /predict, 1 client | p50 ms | p99 ms |\n|---|---|---|\n"
+        f"| alone | {p['alone'][0]:.0f} | {p['alone'][1]:.0f} |\n"
+        f"| beside {explainers} /explain clients | {p['beside'][0]:.0f} | {p['beside'][1]:.0f} |\n"
+        f"| ratio | {p['beside'][0] / p['alone'][0]:.2f}x | {p['beside'][1] / p['alone'][1]:.2f}x |",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -139,6 +171,7 @@ def main() -> None:
                     f"{r['rate'] / single:.2f}x | {r['errors']} | {r['server_errors']} | {r['other']} |",
                     flush=True,
                 )
+        predict_beside_explain(port, payload, args.predict_requests, args.timeout)
     finally:
         server.terminate()
         server.wait(timeout=30)

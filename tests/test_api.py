@@ -176,3 +176,9 @@ def test_a_body_that_stops_arriving_times_out():
     middleware = BodyLimit(app, limit=1000, timeout=0.05)
     with pytest.raises(Stalled):
         asyncio.run(middleware({"type": "http", "headers": []}, stalled_receive, None))
+
+
+def test_several_files_in_one_request_are_refused_not_silently_dropped(client):
+    data = EXAMPLES[0].read_bytes()
+    response = client.post("/predict", files=[("file", ("a.jpg", data, "image/jpeg"))] * 3)
+    assert response.status_code == 400 and "one image per request" in response.json()["detail"]

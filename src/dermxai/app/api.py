@@ -104,8 +104,10 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-async def read_upload(upload: UploadFile, limit: int) -> bytes:
-    """The uploaded file's bytes, read in chunks; 413 as soon as they exceed ``limit``."""
+async def read_upload(request: Request, upload: UploadFile, limit: int) -> bytes:
+    """The uploaded file's bytes, read in chunks; 413 as soon as they exceed ``limit``; 400 for several files."""
+    if len((await request.form()).getlist("file")) > 1:
+        raise HTTPException(400, "Send one image per request (several files were sent as 'file').")
     parts, size = [], 0
     while chunk := await upload.read(CHUNK):
         size += len(chunk)
@@ -201,9 +203,9 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         ]
 
     @api.post("/predict")
-    async def predict(file: ImageFile) -> dict:
+    async def predict(request: Request, file: ImageFile) -> dict:
         """Calibrated probabilities, top class, malignant score (akiec+bcc+mel) and the abstention decision."""
-        data = await read_upload(file, max_bytes)
+        data = await read_upload(request, file, max_bytes)
         return (await run_in_threadpool(predictor.predict, data)).to_dict()
 
     @api.post(
@@ -212,7 +214,11 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         responses={200: {"content": {"image/png": {}}, "description": "The heatmap over the image (PNG)."}},
     )
     async def explain(
-        file: ImageFile, method: Method = None, target_class: TargetClass = None, opacity: Opacity = 0.45
+        request: Request,
+        file: ImageFile,
+        method: Method = None,
+        target_class: TargetClass = None,
+        opacity: Opacity = 0.45,
     ) -> Response:
         """The CAM overlay as a PNG; the prediction is in the X-Dermxai-* headers."""
         method = predictor.config.cam_method if method is None else method
@@ -220,7 +226,7 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
             raise HTTPException(400, f"unknown or unserved method {method!r}: use one of {', '.join(API_METHODS)}")
         if target_class is not None and target_class not in predictor.classes:
             raise HTTPException(400, f"unknown class {target_class!r}: use one of {', '.join(predictor.classes)}")
-        data = await read_upload(file, max_bytes)
+        data = await read_upload(request, file, max_bytes)
         explanation = await run_in_threadpool(predictor.explain, data, method, target_class)
         buffer = io.BytesIO()
         explanation.overlay(opacity).save(buffer, format="PNG")
