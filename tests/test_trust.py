@@ -132,7 +132,8 @@ def test_bundle_whose_classes_disagree_with_the_onnx_outputs_is_refused(bundle, 
     with pytest.raises(BundleError, match="outputs 7 classes"):
         load_backend(folder)
     result = runner.invoke(app, ["predict", str(EXAMPLE), "--model", str(folder)])
-    assert result.exit_code == 2 and "outputs 7 classes" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "the weights were trained for akiec, bcc, bkl, df, mel, nv, vasc" in result.output  # caught first
 
 
 def test_onnx_graph_is_stale_when_the_config_changes_and_ignored_when_garbage(bundle, tmp_path):
@@ -274,3 +275,17 @@ def test_a_jpeg_corrupted_mid_stream_is_refused_not_decoded_into_garbage(bundle)
     assert read_image(EXAMPLE.read_bytes()).size == (200, 150)
     result = runner.invoke(app, ["predict", str(EXAMPLE), "--model", str(bundle)])
     assert result.exit_code == 0
+
+
+def test_probabilities_shown_to_people_never_read_100_or_0_percent():
+    from dermxai.app.advice import percent
+
+    assert [percent(p) for p in (0.9999, 0.995, 0.994, 0.5, 0.006, 0.004, 0.0)] == [
+        "> 99%",
+        "> 99%",
+        "99%",
+        "50%",
+        "1%",
+        "< 1%",
+        "< 1%",
+    ]

@@ -153,3 +153,12 @@ def malignant_advice(score: float, threshold: float | None) -> str:
 def abstain_advice(reasons: list[str]) -> str:
     """The sentence shown instead of a result when the model abstains."""
     return ABSTAIN.format(reasons="; ".join(reasons))
+
+
+def percent(p: float) -> str:
+    """A probability for people: "> 99%" and "< 1%" at the ends (a model is never 100% sure), else whole percent."""
+    if p >= 0.995:
+        return "> 99%"
+    if p < 0.005:
+        return "< 1%"
+    return f"{p:.0%}"

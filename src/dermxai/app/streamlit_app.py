@@ -63,9 +63,10 @@ def bundle_metrics(folder: str) -> dict | None:
         return None
 
 
-def model_card(metrics: dict | None) -> None:
-    """How good the model is, with 95% CIs, from its test-split evaluation."""
+def model_card(metrics: dict | None, model_id: str) -> None:
+    """How good the model is, with 95% CIs, from its test-split evaluation (and which model it is)."""
     with st.expander("How good is this model?"):
+        st.caption(f"Model `{model_id}` (bundle folder and a hash of its weights).")
         if not metrics:
             st.markdown("This model has no test-split evaluation (`metrics.json`) in its folder.")
             return
@@ -147,15 +148,15 @@ def show_result(prediction: Prediction, metrics: dict | None, example_label: str
         return
     top = prediction.top_class
     info = advice.CLASSES.get(top)
-    st.subheader(f"Most similar to: {info.name if info else top} ({top})")
-    st.markdown(f"Calibrated probability **{prediction.confidence:.0%}** · model `{prediction.model_id}`")
+    st.subheader(f"Most similar to: {info.name if info else top} · {top}")
+    st.markdown(f"Calibrated probability **{advice.percent(prediction.confidence)}**")
     if example_label in advice.CLASSES:
         verdict = "the model got it right" if example_label == top else "the model got it wrong"
         st.markdown(
             f"**True diagnosis of this example:** {advice.CLASSES[example_label].name} (`{example_label}`): {verdict}."
         )
     probability_chart(prediction)
-    st.markdown(f"**Malignant score** ({' + '.join(MALIGNANT)}): **{prediction.malignant_score:.0%}**")
+    st.markdown(f"**Malignant score** ({' + '.join(MALIGNANT)}): **{advice.percent(prediction.malignant_score)}**")
     message = advice.malignant_advice(prediction.malignant_score, prediction.malignant_threshold)
     (st.error if prediction.malignant_flag else st.info)(message)
     malignant = (metrics or {}).get("malignant") or {}
@@ -224,7 +225,7 @@ def main() -> None:
         st.error("No model bundle found: put one in ./models, set DERMXAI_MODEL, or pass --model.")
         st.stop()
     folder, method, opacity, show_cam = sidebar(models)
-    model_card(bundle_metrics(folder))
+    model_card(bundle_metrics(folder), predictor(folder).model_id)
     data, label, diagnosis = image_source()
     if data is None:
         return
@@ -235,10 +236,10 @@ def main() -> None:
             st.error(f"Could not use {label or 'this file'}: {error}")
             return
         show_result(prediction, bundle_metrics(folder), diagnosis)
-        if prediction.abstain or not show_cam:
-            return
         original, overlay = st.columns(2)
         original.image(data, caption="Your image", width="stretch")
+        if prediction.abstain or not show_cam:
+            return
         with overlay:
             explanation = explain(folder, data, method)
             buffer = io.BytesIO()
