@@ -73,3 +73,25 @@ def test_members_that_do_not_fit_together_are_refused_in_one_line(ensemble, tmp_
     assert result.exit_code == 2 and "at least two" in result.output
     with pytest.raises(BundleError, match="'members' must be given exactly"):
         read_config(a).replace(arch="ensemble")
+
+
+def test_served_flip_tta_averages_the_logits_of_the_four_flips_and_keeps_cams_and_gate_working(ensemble, tmp_path):
+    _, members = ensemble
+    result = runner.invoke(app, ["ensemble", str(members[0]), "--flips", "--out", str(tmp_path / "tta")])
+    assert result.exit_code == 0, result.output
+    model, config = load_bundle(tmp_path / "tta")
+    assert config.flip_tta and len(config.members) == 1
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    net, own = load_bundle(members[0])
+    x = to_batch(pixels, own)
+    with torch.inference_mode():
+        expected = torch.stack([net(v) for v in (x, x.flip(3), x.flip(2), x.flip(2, 3))]).mean(0)
+        np.testing.assert_allclose(model(x).numpy(), expected.numpy(), atol=1e-5)
+    assert runner.invoke(app, ["export", "--model", str(tmp_path / "tta")]).exit_code == 0
+    predictor = Predictor(tmp_path / "tta")
+    image = np.asarray(pixels[0])
+    from PIL import Image
+
+    explanation = predictor.explain(Image.fromarray(image))
+    assert explanation.cam.shape == (48, 64)
+    assert predictor.outputs(pixels)[1].shape[0] == 2  # gate features: one row per image, not per view

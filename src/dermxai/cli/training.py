@@ -173,16 +173,21 @@ def experiment_command(
 @app.command("ensemble")
 @clear_errors
 def ensemble_command(
-    members: Annotated[list[Path], typer.Argument(help="Two or more bundles with the same classes and input size.")],
+    members: Annotated[
+        list[Path], typer.Argument(help="Two or more bundles (one with --flips) with the same classes and input size.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="The ensemble bundle folder to write.")],
     explain_member: Annotated[
         int, typer.Option(help="Index of the member whose layers give the heatmaps and the gate's features.")
     ] = 0,
+    flips: Annotated[
+        bool, typer.Option(help="Also average over the four flips of the input (served TTA; one member allowed).")
+    ] = False,
 ) -> None:
     """Combine bundles into one ensemble bundle (mean of logits); then calibrate, gate and export it as any bundle."""
     from dermxai.models.ensemble import make_ensemble
 
-    bundle = make_ensemble(members, out, explain_member)
+    bundle = make_ensemble(members, out, explain_member, flips)
     console.print(
         f"ensemble of {len(members)} written to {bundle}; next: dermxai calibrate --model {bundle} ..., "
         f"dermxai gate --model {bundle} ... --write, dermxai export --model {bundle}"

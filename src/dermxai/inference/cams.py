@@ -17,6 +17,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 from torch import nn
 
+from dermxai.models.ensemble import plain_views
+
 
 class QuietScoreCAM(ScoreCAM):
     """Score-CAM that masks one image at a time in chunks of channels, without a progress bar.
@@ -103,7 +105,7 @@ def explain(
 
     ``layer_path`` names the target layer (``BundleConfig.target_layer()``); ``batch`` is the normalised
     (N, 3, H, W) float input. Both outputs come from one forward pass, whose gradients are taken from the
-    target layer on (the layers below it need none).
+    target layer on (the layers below it need none); for an ensemble that serves flip TTA, of its plain view.
     """
     check_method(method)
     if target_classes is not None and len(target_classes) != len(batch):
@@ -111,7 +113,8 @@ def explain(
     model.eval()
     layer = target_layer(model, layer_path)
     targets = None if target_classes is None else [ClassifierOutputTarget(int(c)) for c in target_classes]
-    with torch.enable_grad(), METHODS[method](model=model, target_layers=[layer]) as cam:
+    # an ensemble serving flip TTA explains its plain view: one activation per image at the target layer
+    with torch.enable_grad(), plain_views(model), METHODS[method](model=model, target_layers=[layer]) as cam:
         handles = [
             layer.register_forward_hook(_start_graph, prepend=True),  # before the library's hooks
             layer.register_forward_hook(_clone_output),

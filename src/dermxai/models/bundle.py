@@ -84,6 +84,7 @@ class BundleConfig:
     cam_choice: dict[str, Any] | None = None  # how cam_layer and cam_method were chosen
     # an ensemble (arch "ensemble"): one record per member (arch, mean, std, source, ...), logits averaged
     members: tuple[dict[str, Any], ...] | None = None
+    flip_tta: bool = False  # an ensemble also averages its logits over the four flips of the input
     # provenance
     weights: str | None = None
     seed: int | None = None
@@ -123,8 +124,10 @@ class BundleConfig:
             raise BundleError("'classes' must name at least two distinct classes")
         if (self.arch == ENSEMBLE_ARCH) != (self.members is not None):
             raise BundleError(f"'members' must be given exactly when 'arch' is {ENSEMBLE_ARCH!r}")
+        if self.flip_tta and self.members is None:
+            raise BundleError("'flip_tta' is served by ensemble bundles only (dermxai ensemble --flips)")
         if self.members is not None and not (
-            len(self.members) >= 2
+            len(self.members) >= (1 if self.flip_tta else 2)
             and all(
                 isinstance(m, dict)
                 and isinstance(m.get("arch"), str)
@@ -133,7 +136,7 @@ class BundleConfig:
                 for m in self.members
             )
         ):
-            raise BundleError("'members' must list at least two records with 'arch', 'mean' and 'std'")
+            raise BundleError("'members' must list two records (one with flip_tta) with 'arch', 'mean' and 'std'")
 
     def _check_served(self) -> None:
         """What turns logits into the served answer: decision rule, temperature, thresholds, layers."""
@@ -344,7 +347,7 @@ def load_bundle(folder: str | Path) -> tuple[nn.Module, BundleConfig]:
     folder = Path(folder)
     config = read_config(folder)
     if config.members is not None:
-        model = build_ensemble(config.members, (config.mean, config.std), len(config.classes))
+        model = build_ensemble(config.members, (config.mean, config.std), len(config.classes), config.flip_tta)
     else:
         model, _ = create_model(config.arch, weights="none", num_classes=len(config.classes))
     try:

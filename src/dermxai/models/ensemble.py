@@ -5,11 +5,17 @@ probabilities), not the mean of their probabilities: it keeps one logit vector p
 rule, the temperature, the energy-based abstention, the gate and the CAMs work on it exactly as on a single
 model, and ``dermxai calibrate`` fits them on the ensemble's own validation outputs. Every member sees the
 same input size; each re-normalises the ensemble's input to its own mean and std inside the graph.
+
+With ``flips`` the graph also averages the logits over the four flips of the input (identity, left-right,
+upside-down, both: the symmetries that keep its shape), so test-time augmentation is served, calibrated and
+exported like the rest. The identity view runs first, on its own, so a hook on a member layer (the gate's
+features) sees the image as given; CAMs are taken with :func:`plain_views` (one view, one backward pass).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +24,18 @@ from torch import nn
 
 
 class MeanLogits(nn.Module):
-    """``members`` applied to one input batch; returns the mean of their logits."""
+    """``members`` applied to one input batch (and its flips when ``flips``); returns the mean of their logits."""
 
     def __init__(
         self,
         members: Sequence[nn.Module],
         norms: Sequence[tuple[Sequence[float], Sequence[float]]],
         served: tuple[Sequence[float], Sequence[float]],
+        flips: bool = False,
     ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.flips = flips
         mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in served)
         # x_member = (x * std + mean - mean_m) / std_m = x * scale_m + shift_m
         scales = [std / torch.tensor(s, dtype=torch.float32).view(1, 3, 1, 1) for _, s in norms]
@@ -39,30 +47,54 @@ class MeanLogits(nn.Module):
         self.register_buffer("shifts", torch.stack(shifts), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = [member(x * scale + shift) for member, scale, shift in zip(self.members, self.scales, self.shifts)]
+        logits = []
+        for member, scale, shift in zip(self.members, self.scales, self.shifts):
+            view = x * scale + shift
+            out = member(view)
+            if self.flips:  # the three other views in one batch, after the identity view
+                flipped = member(torch.cat([view.flip(3), view.flip(2), view.flip(2, 3)]))
+                out = (out + flipped.unflatten(0, (3, -1)).sum(0)) / 4
+            logits.append(out)
         return torch.stack(logits).mean(0)
 
 
+@contextmanager
+def plain_views(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with its flip averaging switched off meanwhile (for CAMs: one view, one backward pass)."""
+    flips = getattr(model, "flips", False)
+    if flips:
+        model.flips = False
+    try:
+        yield model
+    finally:
+        if flips:
+            model.flips = True
+
+
 def build_ensemble(
-    members: Sequence[dict[str, Any]], served_norm: tuple[Sequence[float], Sequence[float]], num_classes: int
+    members: Sequence[dict[str, Any]],
+    served_norm: tuple[Sequence[float], Sequence[float]],
+    num_classes: int,
+    flips: bool = False,
 ) -> MeanLogits:
     """An untrained :class:`MeanLogits` for the member records of a bundle config (``arch``, ``mean``, ``std``)."""
     from dermxai.models.registry import create_model
 
     nets = [create_model(m["arch"], weights="none", num_classes=num_classes)[0] for m in members]
-    return MeanLogits(nets, [(m["mean"], m["std"]) for m in members], served_norm)
+    return MeanLogits(nets, [(m["mean"], m["std"]) for m in members], served_norm, flips)
 
 
-def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 0) -> Path:
-    """Write an ensemble bundle of ``member_dirs`` to ``out``; heatmaps and gate come from ``explain_member``.
+def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 0, flips: bool = False) -> Path:
+    """Write an ensemble bundle of ``member_dirs`` to ``out``; heatmaps and gate come from ``explain_member``;
+    ``flips`` serves the mean over the four flips too (one member is then allowed: a model with served TTA).
 
     The new bundle is uncalibrated (no decision rule, temperature 1, no threshold, no gate): run
     ``dermxai calibrate`` and ``dermxai gate --write`` on it, as on any bundle, to fit them on its own outputs.
     """
     from dermxai.models.bundle import ENSEMBLE_ARCH, BundleConfig, BundleError, load_bundle, save_bundle, weights_digest
 
-    if len(member_dirs) < 2:
-        raise BundleError("an ensemble needs at least two member bundles")
+    if len(member_dirs) < (1 if flips else 2):
+        raise BundleError("an ensemble needs at least two member bundles (or one, with --flips)")
     if not 0 <= explain_member < len(member_dirs):
         raise BundleError(f"--explain-member must be between 0 and {len(member_dirs) - 1}, not {explain_member}")
     loaded = [load_bundle(folder) for folder in member_dirs]
@@ -76,7 +108,7 @@ def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 
                 f"{folder}: members must share classes and input size ({first.height}x{first.width}, "
                 f"{', '.join(first.classes)}), not {config.height}x{config.width}, {', '.join(config.classes)}"
             )
-    model = MeanLogits([m for m, _ in loaded], [(c.mean, c.std) for c in configs], (first.mean, first.std))
+    model = MeanLogits([m for m, _ in loaded], [(c.mean, c.std) for c in configs], (first.mean, first.std), flips)
     records = tuple(
         {
             "arch": c.arch,
@@ -100,6 +132,7 @@ def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 
         mean=first.mean,
         std=first.std,
         members=records,
+        flip_tta=flips,
         cam_layer=f"members.{explain_member}.{chosen.target_layer()}",
         cam_method=chosen.cam_method,
         gate_layer=f"members.{explain_member}.{gate}" if gate else None,
@@ -109,4 +142,5 @@ def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 
         split_fingerprint=first.split_fingerprint,
         hardware=first.hardware,
     )
-    return save_bundle(out, model, config, note=f"ensemble of {len(records)}: mean of logits")
+    views = ", each over 4 flips" if flips else ""
+    return save_bundle(out, model, config, note=f"ensemble of {len(records)}: mean of logits{views}")

@@ -32,7 +32,7 @@ class WithFeatures(nn.Module):
 
     def _keep(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         if self._capturing:
-            self._activation["gate"] = output
+            self._activation.setdefault("gate", output)  # the first pass: the image as given (not a TTA view)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._capturing = True
