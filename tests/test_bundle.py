@@ -56,19 +56,19 @@ def test_unknown_keys_are_kept_and_version_1_names_are_migrated():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"temperature": -1}, "'temperature' must be a number above 0"),
-        ({"temperature": "hot"}, "'temperature' must be a number above 0"),
-        ({"logit_bias": [0.0, 1.0]}, "'logit_bias' must have one value per class"),
+        ({"temperature": -1}, "'temperature' must be a finite number above 0"),
+        ({"temperature": "hot"}, "'temperature' must be a finite number above 0"),
+        ({"logit_bias": [0.0, 1.0]}, "'logit_bias' must have one finite value per class"),
         ({"thresholds": {"malignant": "high"}}, "'thresholds' must map names to numbers"),
         ({"abstain": {"min_confidence": 0.3}}, "'abstain' must hold numbers"),
         ({"classes": ["nv", "nv"]}, "at least two distinct classes"),
         ({"classes": []}, "at least two distinct classes"),
         ({"classes": ["nv", 3]}, "at least two distinct classes"),
-        ({"mean": []}, "mean and std 3 numbers each"),
+        ({"mean": []}, "mean and std 3 finite numbers each"),
         ({"height": 4}, "height and width must be >= 8"),
         ({"height": True}, "'height' must be an integer"),
         ({"classes": "nv"}, "'classes' must be a list"),
-        ({"mean": [0.5, 0.5]}, "mean and std 3 numbers each"),
+        ({"mean": [0.5, 0.5]}, "mean and std 3 finite numbers each"),
         ({"cam_layer": 4}, "'cam_layer' must be a string"),
         ({"version": BUNDLE_VERSION + 1}, "newer than this dermxai reads"),
         ({"version": "2"}, "'version' must be a positive integer"),
@@ -85,7 +85,7 @@ def test_malformed_configs_are_refused_in_one_line_naming_the_file(bundle, chang
 
 def test_update_is_checked_before_it_writes_and_replaces_the_file_atomically(bundle):
     before = (bundle / "config.json").read_bytes()
-    with pytest.raises(BundleError, match="one value per class"):
+    with pytest.raises(BundleError, match="one finite value per class"):
         update_config(bundle, logit_bias=(1.0, 2.0))
     assert (bundle / "config.json").read_bytes() == before  # a refused change writes nothing
     updated = update_config(bundle, temperature=2.0, cam_method="gradcam")

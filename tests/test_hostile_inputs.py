@@ -7,6 +7,7 @@ Each case runs ``read_image`` in a child process whose address space is capped a
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
@@ -72,8 +73,9 @@ def test_decoding_stays_within_the_memory_cap(tmp_path_factory, case, copies):
     if not path.is_file():
         path.write_bytes(make())
     assert path.stat().st_size < 3 * 2**20  # small files, all of them
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1"}  # per-thread malloc arenas reserve address space, not memory
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(copies)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", CHILD, str(path), str(copies)], capture_output=True, text=True, timeout=300, env=env
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == expected

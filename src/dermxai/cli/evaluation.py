@@ -97,24 +97,25 @@ def calibrate_command(
     ] = None,
 ) -> None:
     """Fit temperature scaling and the malignant threshold on validation; store them in the bundle."""
-    from dermxai.evaluation.calibration import calibrate_bundle
+    from dermxai.evaluation.calibration import calibrate_bundle, calibration_warning
 
     config = calibrate_bundle(
         model, data, split, target_sensitivity, images=images, cache_dir=cache, batch_size=batch_size
     )
     c = config.calibration
     if "tau" in c:
-        eces = c.get("val_ece_by_tau", {})
-        by_tau = ", ".join(f"{t}: {v:.3f}/{eces.get(t, float('nan')):.3f}" for t, v in c["val_bacc_by_tau"].items())
-        console.print(
-            f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy / ECE by tau: {by_tau})"
-        )
+        by_tau = ", ".join(f"{t}: {v:.3f}" for t, v in c["val_bacc_by_tau"].items())
+        console.print(f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy by tau: {by_tau})")
+    warning = calibration_warning(c)
     console.print(
         f"temperature {config.temperature:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
+        f"class-balanced {c['balanced_ece_after']:.3f}, "
         f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}); malignant threshold "
         f"{config.malignant_threshold:.3f} (val sensitivity {c['val_sensitivity']:.3f}, "
         f"specificity {c['val_specificity']:.3f}) -> {model}/config.json"
     )
+    if warning:
+        console.print(f"[yellow]{warning}[/] (added to {model}/MODEL_CARD.md)", highlight=False)
 
 
 @app.command("gate")

@@ -35,7 +35,7 @@ def config_digest(config: BundleConfig) -> str:
     """SHA-256 of the config fields an exported graph depends on (as stored: unset is null)."""
     fields = {key: getattr(config, key) for key in GRAPH_FIELDS}
     if config.members is not None:  # only where set, so the digests of single-model bundles stay as they were
-        fields |= {"members": config.members, "flip_tta": config.flip_tta}
+        fields |= {"members": config.members, "flip_tta": bool(config.flip_tta)}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 

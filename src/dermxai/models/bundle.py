@@ -84,7 +84,7 @@ class BundleConfig:
     cam_choice: dict[str, Any] | None = None  # how cam_layer and cam_method were chosen
     # an ensemble (arch "ensemble"): one record per member (arch, mean, std, source, ...), logits averaged
     members: tuple[dict[str, Any], ...] | None = None
-    flip_tta: bool = False  # an ensemble also averages its logits over the four flips of the input
+    flip_tta: bool | None = None  # True: an ensemble also averages its logits over the four flips of the input
     # provenance
     weights: str | None = None
     seed: int | None = None
