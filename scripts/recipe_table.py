@@ -16,8 +16,6 @@ from pathlib import Path
 from dermxai.models.bundle import read_config
 from dermxai.training.config import TrainConfig
 
-FLAGS = {"weights": "--weights", "select_on": "--select-on"}
-
 
 def train_command(recipe: dict | None) -> str:
     """The `dermxai train` options that differ from today's defaults (data, split and out left out)."""
