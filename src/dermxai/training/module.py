@@ -28,8 +28,9 @@ class Classifier(L.LightningModule):
 
     Every validation pass logs balanced accuracy at argmax, the macro AUC, and the balanced accuracy of the
     served rule (logit adjustment with tau refitted on this pass, :func:`dermxai.probabilities.choose_tau`;
-    needs ``train_counts``). With ``config.ema_decay > 0`` an exponential moving average of the weights (timm's ``ModelEmaV3``) is
-    kept beside the trained model, validated in its place, checkpointed with it and shipped in the bundle.
+    needs ``train_counts``). With ``config.ema_decay > 0`` an exponential moving average of the weights
+    (timm's ``ModelEmaV3``) is kept beside the trained model, validated in its place, checkpointed with it and
+    shipped in the bundle.
     """
 
     def __init__(
