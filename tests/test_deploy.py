@@ -134,5 +134,5 @@ def test_space_app_serves_a_prediction_in_the_browser(space_env, tmp_path):
             page.get_by_role("button", name="bcc example").click()
             heading = page.get_by_role("heading", name="Most similar to")
             heading.wait_for()
-            assert f"({expected})" in heading.inner_text()
+            assert heading.inner_text().endswith(f"· {expected}")
             browser.close()
