@@ -6,16 +6,14 @@ Each case runs ``read_image`` in a child process whose address space is capped a
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 
 import pytest
-from PIL import Image
+from hostile_files import CASES
 
 CAP_MIB = 400  # the issue's bar is +500 MB of peak RSS per request, alone or three at a time
-SIDE = 7745  # 59.98 MP: just under MAX_PIXELS, so only the decode budget can stop it
 
 CHILD = f"""
 import resource, sys, threading
@@ -38,31 +36,6 @@ for t in threads: t.start()
 for t in threads: t.join()
 print(";".join(sorted(set(answers))))
 """
-
-
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-CASES = {
-    "float TIFF, deflate, 60 MP": (
-        lambda: encoded(Image.new("F", (SIDE, SIDE)), "TIFF", compression="tiff_deflate"),
-        "refused too_many_pixels",
-    ),
-    "16-bit grey PNG, 60 MP": (lambda: encoded(Image.new("I;16", (SIDE, SIDE)), "PNG"), "refused too_many_pixels"),
-    "RGBA PNG, 60 MP": (lambda: encoded(Image.new("RGBA", (SIDE, SIDE)), "PNG"), "refused too_many_pixels"),
-    "RGB JPEG, 60 MP": (
-        lambda: encoded(Image.merge("RGB", [Image.linear_gradient("L").resize((9000, 6600))] * 3), "JPEG", quality=90),
-        "ok 1125x825",
-    ),
-    "RGBA PNG, 23 MP (largest accepted)": (lambda: encoded(Image.new("RGBA", (4800, 4800)), "PNG"), "ok 1200x1200"),
-    "float TIFF, 23 MP (largest accepted)": (
-        lambda: encoded(Image.new("F", (4800, 4800)), "TIFF", compression="tiff_deflate"),
-        "ok 1200x1200",
-    ),
-}
 
 
 @pytest.mark.parametrize("copies", [1, 3], ids=["alone", "three at a time"])
