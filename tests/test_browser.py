@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "artifacts" / "browser"
 EXAMPLE = next(EXAMPLES.glob("mel_*.jpg"))
+DESKTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 180_000  # the CPU may be shared: loading the model and the first CAM can take a while
 
 
@@ -91,7 +93,7 @@ def app_url():
 def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app_url, tmp_path):
     served = Predictor(DEFAULT_MODEL)
     expected = served.predict(EXAMPLE.read_bytes()).top_class
-    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page = browser.new_page(viewport=DESKTOP)
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app_url)
     page.get_by_text("Not a medical device.", exact=True).wait_for()
@@ -104,8 +106,10 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     chart = page.locator('[data-testid="stVegaLiteChart"]')
     chart.wait_for()
     assert chart.bounding_box()["height"] > 100
-    heatmap = page.locator('[data-testid="stImage"]').filter(has_text=f"{served.config.cam_method} heatmap")
+    heatmap = page.locator('[data-testid="stImage"]').filter(has_text="heatmap for")
     heatmap.wait_for()
+    page.get_by_text("is the method validated for this model").wait_for()
+    page.get_by_text("most influence").wait_for()  # the colour scale
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=stImage] img')].some(i => i.complete && i.naturalWidth >= 100)"
     )
@@ -123,7 +127,7 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     page.screenshot(path=str(SHOTS / "error.png"), full_page=True)
 
     page.get_by_text("Example images").click()
-    page.get_by_role("button", name="bcc example").click()
+    page.get_by_role("button", name="bcc", exact=True).click()
     page.get_by_role("heading", name="Most similar to").wait_for()
     page.close()
 
@@ -141,12 +145,13 @@ def document_png(path: Path) -> Path:
 
 
 def test_a_non_dermoscopic_upload_gets_no_class_chart_or_advice(browser, app_url, tmp_path):
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page = browser.new_page(viewport=DESKTOP)
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app_url)
     page.get_by_text("Not a medical device.", exact=True).wait_for()
     page.locator('input[type="file"]').set_input_files(str(document_png(tmp_path / "invoice.png")))
     page.get_by_text("does not look like a dermoscopic image of a single skin lesion").wait_for()
+    page.locator('[data-testid="stImage"]').filter(has_text="Your image").wait_for()  # the upload stays in view
     page.wait_for_timeout(1500)
     assert page.get_by_role("heading", name="Most similar to").count() == 0
     assert page.get_by_text("Malignant score").count() == 0 and page.get_by_text("What to do.").count() == 0
@@ -155,19 +160,52 @@ def test_a_non_dermoscopic_upload_gets_no_class_chart_or_advice(browser, app_url
     page.close()
 
 
-def test_on_a_phone_an_example_shows_its_true_label_and_the_result_is_in_view(browser, app_url):
-    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+def test_on_a_phone_an_example_shows_its_true_label_and_the_answer_is_in_the_first_screen(browser, app_url):
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app_url)
     page.get_by_text("Not a medical device.", exact=True).wait_for()
     page.get_by_text("Example images").first.click()
-    page.get_by_role("button", name="mel example").click()
+    buttons = [page.get_by_role("button", name=p.stem.split("_", 1)[0], exact=True) for p in EXAMPLES.glob("*.jpg")]
+    rows = {round(b.bounding_box()["y"]) for b in buttons}
+    assert len(rows) <= 2, rows  # a compact row (or two) of small buttons, not a full-width stack
+    page.get_by_role("button", name="mel", exact=True).tap()
     heading = page.get_by_role("heading", name="Most similar to")
     heading.wait_for()
     truth = page.locator("p", has_text="True diagnosis of this example")
     truth.wait_for()
     assert "Melanoma" in truth.inner_text() and "the model got it" in truth.inner_text()
-    box = heading.bounding_box()  # relative to the viewport, at the scroll position of the tap
-    assert box is not None and 0 <= box["y"] < 844, box
+    flag = page.locator('[data-testid="stAlert"]').filter(has_text="Malignant score")
+    chart = page.locator('[data-testid="stVegaLiteChart"]')
+    chart.wait_for()
+    page.wait_for_timeout(1000)  # the scroll into view
+    for name, element in (("class", heading), ("malignant flag", flag), ("chart", chart)):
+        box = element.bounding_box()  # relative to the viewport, at the current scroll position
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], (name, box)
     page.screenshot(path=str(SHOTS / "phone.png"))
+    page.close()
+
+
+def test_on_a_phone_a_square_upload_gets_a_square_heatmap_with_a_colour_scale(browser, app_url, tmp_path):
+    from PIL import Image
+
+    square = tmp_path / "square.jpg"
+    Image.open(EXAMPLE).crop((25, 0, 175, 150)).save(square, quality=95)
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_text("Not a medical device.", exact=True).wait_for()
+    page.locator('input[type="file"]').set_input_files(str(square))
+    page.get_by_role("heading", name="Most similar to").wait_for()
+    heatmap = page.locator('[data-testid="stImage"]').filter(has_text="heatmap for").locator("img")
+    heatmap.wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete && i.naturalWidth)"
+    )
+    width, height = heatmap.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    assert width == height, (width, height)  # the upload's aspect, not the model's 4:3
+    page.get_by_text("most influence").wait_for()
+    page.get_by_text("little influence").wait_for()
+    heatmap.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "phone_heatmap.png"))
     page.close()

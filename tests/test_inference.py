@@ -247,6 +247,18 @@ def test_explain_returns_the_served_prediction_and_a_cam_of_its_label(predictor)
         predictor.explain(data, target_class="cancer")
 
 
+def test_the_overlay_keeps_a_square_uploads_aspect_and_dims_what_the_model_did_not_see(predictor):
+    square = io.BytesIO()
+    Image.open(next(EXAMPLES.glob("mel_*.jpg"))).crop((25, 0, 175, 150)).save(square, "JPEG", quality=95)
+    explanation = predictor.explain(square.getvalue(), "gradcam")
+    overlay = np.asarray(explanation.overlay(0.0, width=300), dtype=np.float32)  # no heat: only the dimming
+    plain = np.asarray(explanation.image.resize((300, 300)), dtype=np.float32)
+    assert overlay.shape == (300, 300, 3)  # the upload's aspect, not the model's 4:3
+    top_band, middle = slice(0, 30), slice(120, 180)  # the model saw the centre 300x225 crop
+    assert overlay[top_band].mean() < 0.6 * plain[top_band].mean()
+    assert abs(overlay[middle].mean() - plain[middle].mean()) < 2
+
+
 def test_explain_defaults_to_the_bundles_cam_method(bundle_copy):
     data = next(EXAMPLES.glob("mel_*.jpg")).read_bytes()
     assert Predictor(bundle_copy).explain(data).method == Predictor(DEFAULT).config.cam_method

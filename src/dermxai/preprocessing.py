@@ -46,13 +46,21 @@ def resize_cover(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     3,000,000x150 before the crop).
     """
     height, width = size
-    scale = max(height / image.height, width / image.width)
-    box_w, box_h = min(image.width, width / scale), min(image.height, height / scale)
-    left, top = max(0.0, (image.width - box_w) / 2), max(0.0, (image.height - box_h) / 2)
-    if scale == 1 and left == int(left) and top == int(top):
+    box = cover_box((image.width, image.height), size)
+    left, top = box[:2]
+    if (box[2] - left, box[3] - top) == (width, height) and left == int(left) and top == int(top):
         return np.array(image.crop((int(left), int(top), int(left) + width, int(top) + height)))
-    box = (left, top, min(float(image.width), left + box_w), min(float(image.height), top + box_h))
     return np.array(image.resize((width, height), Image.BILINEAR, box=box))
+
+
+def cover_box(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The centred (left, top, right, bottom) box of an image (w, h) that :func:`resize_cover` keeps for (h, w)."""
+    image_w, image_h = image_size
+    height, width = size
+    scale = max(height / image_h, width / image_w)
+    box_w, box_h = min(image_w, width / scale), min(image_h, height / scale)
+    left, top = max(0.0, (image_w - box_w) / 2), max(0.0, (image_h - box_h) / 2)
+    return left, top, min(float(image_w), left + box_w), min(float(image_h), top + box_h)
 
 
 def to_array(images: np.ndarray, config: InputFormat) -> np.ndarray:

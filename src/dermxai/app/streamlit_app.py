@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -22,7 +23,7 @@ from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 from dermxai.inference.bundles import installed_bundles
 from dermxai.inference.cams import METHODS
 from dermxai.inference.inputs import InvalidImage
-from dermxai.inference.predictor import Explanation, Prediction, Predictor
+from dermxai.inference.predictor import COLORMAP, Explanation, Prediction, Predictor
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "mpo"]
 
@@ -39,6 +40,19 @@ def predictor(folder: str) -> Predictor:
     return Predictor(folder)
 
 
+RESULT_ANCHOR = "dermxai-result"
+PAGE_STYLE = (
+    "<style>[data-testid='stAppDeployButton']{display:none}"
+    "@media (max-width: 640px){.block-container{padding-top:2.5rem}}</style>"
+)
+METHOD_NAMES = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "hirescam": "HiResCAM",
+    "layercam": "LayerCAM",
+    "xgradcam": "XGrad-CAM",
+    "eigencam": "Eigen-CAM",
+}
 APP_METHODS = [m for m in METHODS if m != "scorecam"]  # Score-CAM takes ~100 s on a CPU: offered by the CLI only
 CACHE_ENTRIES = 8  # results hold at most a 1024-pixel copy of the image (Explanation), so the cache stays small
 
@@ -88,20 +102,20 @@ def model_card(metrics: dict | None, model_id: str) -> None:
 
 
 def example_gallery() -> tuple[bytes | None, str, str | None]:
-    """Compact buttons for the bundled example images: the chosen one's bytes, name and true diagnosis."""
-    images = example_images()
+    """The bundled example images as one row of small buttons: the chosen one's bytes, name and true diagnosis."""
+    images = {path.name: path for path in example_images()}
     if not images:
         st.info(f"No example images found in {EXAMPLES}.")
         return None, "", None
-    st.caption("Examples from the test split (never trained on; their true diagnosis is known):")
-    for column, path in zip(st.columns(len(images)), images):
-        if column.button(f"{path.stem.split('_', 1)[0]} example", key=f"example-{path.name}", width="stretch"):
-            st.session_state["example"] = str(path)
-    chosen = st.session_state.get("example")
+    chosen = st.pills(
+        "Examples from the test split (never trained on; their true diagnosis is known)",
+        list(images),
+        format_func=lambda name: name.split("_", 1)[0],
+        key="example",
+    )
     if not chosen:
         return None, "", None
-    path = Path(chosen)
-    return path.read_bytes(), path.name, path.name.split("_", 1)[0]
+    return images[chosen].read_bytes(), chosen, chosen.split("_", 1)[0]
 
 
 def image_source() -> tuple[bytes | None, str, str | None]:
@@ -134,31 +148,94 @@ def probability_chart(prediction: Prediction) -> None:
             color=alt.condition("datum.top", alt.value("#c0392b"), alt.value("#95a5a6")),
             tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
         )
-        .properties(height=230)
+        .properties(height=190)
     )
     st.altair_chart(chart, width="stretch")
 
 
-def show_result(prediction: Prediction, metrics: dict | None, example_label: str | None) -> None:
+def true_label(example_label: str | None, top: str | None) -> None:
+    """An example's true diagnosis (and whether the model got it), shown even when the answer is withheld."""
+    if example_label not in advice.CLASSES:
+        return
+    name = advice.CLASSES[example_label].name
+    verdict = (
+        "" if top is None else (": the model got it right" if example_label == top else ": the model got it wrong")
+    )
+    st.markdown(f"**True diagnosis of this example:** {name} (`{example_label}`){verdict}.")
+
+
+def show_withheld(prediction: Prediction, data: bytes, example_label: str | None) -> None:
+    """One screen for every withheld answer: the plain reasons, the image, an example's true label."""
     if prediction.out_of_distribution:
-        st.error(f"**No answer.** {advice.NOT_DERMOSCOPY}")
-        return
-    if prediction.abstain:
-        st.warning(advice.abstain_advice(prediction.abstain_reasons))
-        return
+        st.warning(f"**No answer.** {advice.NOT_DERMOSCOPY}")
+    else:
+        st.warning(f"**No answer.** {advice.abstain_advice(prediction.abstain_reasons)}")
+    true_label(example_label, None)
+    st.image(data, caption="Your image", width=320)
+
+
+def show_result(prediction: Prediction, example_label: str | None) -> None:
+    """The answer at a glance: class, probability, malignant flag and chart, in a phone's first screen."""
     top = prediction.top_class
     info = advice.CLASSES.get(top)
     st.subheader(f"Most similar to: {info.name if info else top} · {top}")
     st.markdown(f"Calibrated probability **{advice.percent(prediction.confidence)}**")
-    if example_label in advice.CLASSES:
-        verdict = "the model got it right" if example_label == top else "the model got it wrong"
-        st.markdown(
-            f"**True diagnosis of this example:** {advice.CLASSES[example_label].name} (`{example_label}`): {verdict}."
-        )
-    probability_chart(prediction)
-    st.markdown(f"**Malignant score** ({' + '.join(MALIGNANT)}): **{advice.percent(prediction.malignant_score)}**")
+    true_label(example_label, top)
     message = advice.malignant_advice(prediction.malignant_score, prediction.malignant_threshold)
-    (st.error if prediction.malignant_flag else st.info)(message)
+    (st.error if prediction.malignant_flag else st.info)(
+        f"**Malignant score** ({' + '.join(MALIGNANT)}): **{advice.percent(prediction.malignant_score)}**. {message}"
+    )
+    probability_chart(prediction)
+
+
+def show_heatmap(folder: str, data: bytes, method: str, opacity: float, show_cam: bool) -> None:
+    """The upload beside its heatmap (both at the upload's aspect ratio), the colour scale and what was validated."""
+    original, overlay = st.columns(2)
+    original.image(data, caption="Your image", width="stretch")
+    if not show_cam:
+        return
+    with overlay:
+        explanation = explain(folder, data, method)
+        buffer = io.BytesIO()
+        explanation.overlay(opacity).save(buffer, format="PNG")
+        st.image(
+            buffer.getvalue(),
+            caption=f"{METHOD_NAMES.get(method, method)} heatmap for '{explanation.target_class}'",
+            width="stretch",
+        )
+        st.markdown(colour_scale_html(), unsafe_allow_html=True)
+    config = predictor(folder).config
+    validated = METHOD_NAMES.get(config.cam_method, config.cam_method)
+    if config.cam_choice is None:
+        note = "No heatmap method was validated against lesion masks for this model."
+    elif method == config.cam_method:
+        note = f"{validated} at `{config.target_layer()}` is the method validated for this model against lesion masks."
+    else:
+        note = (
+            f"The method validated for this model is {validated}; others may disagree with it and light up "
+            "background skin."
+        )
+    st.caption(
+        f"{note} Bright areas influenced the prediction most; a heatmap shows where the model looked, not why, "
+        "and not whether it was right. Dimmed borders: parts of the image the model did not see."
+    )
+
+
+def colour_scale_html(stops: int = 9) -> str:
+    """The heatmap's colour scale as one CSS gradient bar with its two ends named."""
+    import matplotlib
+
+    colours = ", ".join(matplotlib.colors.to_hex(c) for c in matplotlib.colormaps[COLORMAP](np.linspace(0, 1, stops)))
+    return (
+        f'<div style="height:10px;border-radius:3px;background:linear-gradient(to right, {colours})"></div>'
+        '<div style="display:flex;justify-content:space-between;font-size:0.8rem;opacity:0.8">'
+        "<span>little influence</span><span>most influence</span></div>"
+    )
+
+
+def show_details(prediction: Prediction, metrics: dict | None) -> None:
+    """What the flag's threshold means, the class blurb, the next step and the seven classes."""
+    top = prediction.top_class
     malignant = (metrics or {}).get("malignant") or {}
     if prediction.malignant_threshold is not None and malignant.get("sensitivity") is not None:
         st.caption(
@@ -166,12 +243,25 @@ def show_result(prediction: Prediction, metrics: dict | None, example_label: str
                 prediction.malignant_threshold, 0.9, malignant["sensitivity"], malignant["specificity"]
             )
         )
+    info = advice.CLASSES.get(top)
     if info:
         st.markdown(f"**About {CLASS_NAMES[top]}.** {info.about}")
     st.markdown(f"**What to do.** {advice.next_step(top, prediction.malignant_flag)}")
     with st.expander("The seven classes"):
         for code, item in advice.CLASSES.items():
             st.markdown(f"- **{item.name}** (`{code}`): {item.about} *{item.advice}*")
+
+
+def scroll_into_view(key: str) -> None:
+    """Scroll the page so the result starts at the top of a phone's screen (once per new result)."""
+    import streamlit.components.v1 as components
+
+    components.html(
+        f"<script>/* {key} */ const r = window.parent.document.getElementById('{RESULT_ANCHOR}');"
+        " if (r && r.getBoundingClientRect().top > window.parent.innerHeight * 0.3)"
+        " r.scrollIntoView({block: 'start'});</script>",
+        height=0,
+    )
 
 
 def sidebar(models: dict[str, Path]) -> tuple[str, str, float, bool]:
@@ -215,8 +305,9 @@ def sidebar(models: dict[str, Path]) -> tuple[str, str, float, bool]:
 
 def main() -> None:
     st.set_page_config(page_title="dermxai", page_icon="🔬", layout="wide", menu_items={})
-    st.markdown("<style>[data-testid='stAppDeployButton']{display:none}</style>", unsafe_allow_html=True)
-    st.title("dermxai: skin-lesion classifier with heatmaps")
+    st.markdown(PAGE_STYLE, unsafe_allow_html=True)
+    st.title("dermxai")
+    st.caption("Skin-lesion classifier with heatmaps, for learning")
     st.warning(f"**Not a medical device.** {advice.SHORT_DISCLAIMER}")
     with st.expander("Read this first"):
         st.markdown(advice.DISCLAIMER)
@@ -225,31 +316,24 @@ def main() -> None:
         st.error("No model bundle found: put one in ./models, set DERMXAI_MODEL, or pass --model.")
         st.stop()
     folder, method, opacity, show_cam = sidebar(models)
-    model_card(bundle_metrics(folder), predictor(folder).model_id)
     data, label, diagnosis = image_source()
-    if data is None:
-        return
-    with st.container():  # right under the compact picker, so the answer is in view after a tap
-        try:
-            prediction = predict(folder, data)
-        except InvalidImage as error:
-            st.error(f"Could not use {label or 'this file'}: {error}")
-            return
-        show_result(prediction, bundle_metrics(folder), diagnosis)
-        original, overlay = st.columns(2)
-        original.image(data, caption="Your image", width="stretch")
-        if prediction.abstain or not show_cam:
-            return
-        with overlay:
-            explanation = explain(folder, data, method)
-            buffer = io.BytesIO()
-            explanation.overlay(opacity).save(buffer, format="PNG")
-            caption = f"{explanation.method} heatmap for '{explanation.target_class}'"
-            st.image(buffer.getvalue(), caption=caption, width="stretch")
-        st.caption(
-            "Bright areas influenced the prediction most; areas the model ignored keep their own colours. "
-            "A heatmap shows where the model looked, not why, and not whether it was right."
-        )
+    result = st.empty()  # replaces the previous result at once, before the new one is computed
+    if data is not None:
+        with result.container():
+            st.markdown(f'<div id="{RESULT_ANCHOR}"></div>', unsafe_allow_html=True)
+            try:
+                prediction = predict(folder, data)
+            except InvalidImage as error:
+                st.error(f"Could not use {label or 'this file'}: {error}")
+                prediction = None
+            if prediction is not None and prediction.abstain:
+                show_withheld(prediction, data, diagnosis)
+            elif prediction is not None:
+                show_result(prediction, diagnosis)
+                show_heatmap(folder, data, method, opacity, show_cam)
+                show_details(prediction, bundle_metrics(folder))
+            scroll_into_view(f"{label}-{len(data)}")
+    model_card(bundle_metrics(folder), predictor(folder).model_id)
 
 
 if __name__ == "__main__":  # `streamlit run` executes this file as __main__; deploy/spaces/app.py calls main()

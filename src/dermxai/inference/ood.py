@@ -75,12 +75,10 @@ def abstain_reasons(logits: np.ndarray, temperature: float, params: dict | None)
     confidence = float(calibrated_probabilities(logits, temperature).max())
     if confidence < params["min_confidence"]:
         reasons.append(
-            f"low confidence ({confidence:.0%}, below the model's threshold of {params['min_confidence']:.0%})"
+            f"the model is unsure ({confidence:.0%} for its best guess; it answers from "
+            f"{params['min_confidence']:.0%})"
         )
     score = float(energy(logits, temperature))
     if score > params["max_energy"]:
-        reasons.append(
-            f"the image looks unlike the dermoscopic training images (energy {score:.2f} "
-            f"above {params['max_energy']:.2f})"
-        )
+        reasons.append("the model's outputs for it are weak, as they are for images unlike its training images")
     return reasons

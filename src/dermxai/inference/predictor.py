@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 from dermxai.inference.feature_gate import FeatureGate, load_gate
@@ -24,7 +24,7 @@ from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
 from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
 from dermxai.models.bundle import BundleError, load_bundle, validate_bundle, weights_digest
-from dermxai.preprocessing import resize_cover, to_array, to_batch
+from dermxai.preprocessing import cover_box, resize_cover, to_array, to_batch
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class Prediction:
         }
 
 
+COLORMAP = "turbo"  # the heatmaps' colours (see colour_scale)
 EXPLANATION_SIDE = 1024  # longest side of the image an Explanation keeps (caches hold Explanations)
 OOD_REASON = (
     "this does not look like a dermoscopic image of a single skin lesion: its colours and textures are "
@@ -113,22 +114,36 @@ class Explanation:
     method: str
     target_class: str
 
-    def overlay(self, opacity: float = 0.6, width: int = 480, colormap: str = "turbo") -> Image.Image:
-        """The CAM over the image, cropped as the model saw it, ``width`` pixels wide.
+    def overlay(self, opacity: float = 0.6, width: int = 480, colormap: str = COLORMAP) -> Image.Image:
+        """The CAM over the whole image at its own aspect ratio, ``width`` pixels wide.
 
         Each pixel's opacity is ``opacity`` times its CAM value, so regions the model ignored keep their own
-        colours and the lesion stays visible under the heat.
+        colours and the lesion stays visible under the heat. When the model saw a centre crop (the upload's
+        aspect differs from the model's), the parts it did not see are dimmed and the crop is outlined.
         """
         import matplotlib
 
-        height = round(width * self.cam.shape[0] / self.cam.shape[1])
-        base = resize_cover(self.image, (height, width)).astype(np.float32)
-        cam = np.clip(
-            np.asarray(Image.fromarray(self.cam.astype(np.float32), "F").resize((width, height), Image.BILINEAR)), 0, 1
-        )
+        height = max(1, round(width * self.image.height / self.image.width))
+        base = np.asarray(self.image.resize((width, height), Image.BILINEAR), dtype=np.float32)
+        scale = width / self.image.width
+        left, top, right, bottom = (round(v * scale) for v in cover_box(self.image.size, self.cam.shape))
+        box_w, box_h = max(1, right - left), max(1, bottom - top)
+        cam = np.zeros((height, width), np.float32)
+        cam[top : top + box_h, left : left + box_w] = np.asarray(
+            Image.fromarray(self.cam.astype(np.float32), "F").resize((box_w, box_h), Image.BILINEAR)
+        )[: height - top, : width - left]
+        cam = np.clip(cam, 0, 1)
         heat = matplotlib.colormaps[colormap](cam)[..., :3] * 255
         alpha = (opacity * cam)[..., None]
-        return Image.fromarray(np.uint8(np.clip((1 - alpha) * base + alpha * heat, 0, 255)))
+        drawn = (1 - alpha) * base + alpha * heat
+        if (box_w, box_h) != (width, height):
+            seen = np.zeros((height, width, 1), np.float32)
+            seen[top : top + box_h, left : left + box_w] = 1
+            drawn = drawn * (0.45 + 0.55 * seen)
+        image = Image.fromarray(np.uint8(np.clip(drawn, 0, 255)))
+        if (box_w, box_h) != (width, height):
+            ImageDraw.Draw(image).rectangle((left, top, left + box_w - 1, top + box_h - 1), outline="white", width=2)
+        return image
 
 
 def model_id(folder: Path) -> str:
