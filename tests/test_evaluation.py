@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from dermxai.data.labels import CLASSES
-from dermxai.evaluation.calibration import ValidationSet, calibrate_config, fit_temperature, malignant_threshold
+from dermxai.evaluation.calibration import (
+    ValidationSet,
+    calibrate_config,
+    fit_temperature,
+    fit_temperature_and_bias,
+    malignant_threshold,
+)
 from dermxai.evaluation.contract import check_metrics
 from dermxai.evaluation.metrics import (
     binary_auc,
@@ -132,6 +138,25 @@ def test_temperature_scaling_recovers_the_temperature_and_improves_calibration()
     before, after = softmax(overconfident), softmax(overconfident, temperature)
     assert negative_log_likelihood(y, after) < negative_log_likelihood(y, before) - 0.1
     assert expected_calibration_error(y, after) < 0.5 * expected_calibration_error(y, before)
+
+
+def test_the_probability_bias_undoes_a_prior_shift_that_a_temperature_cannot_and_keeps_the_labels():
+    rng = np.random.default_rng(1)
+    prior = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
+    true_logits = rng.normal(size=(6000, 7)) * 2 + np.log(prior)
+    y = np.array([rng.choice(7, p=p) for p in softmax(true_logits)])
+    adjusted = true_logits - np.log(prior)  # a balanced decision rule's logits: the prior taken out
+    temperature, bias = fit_temperature_and_bias(adjusted, y)
+    assert bias == pytest.approx(np.log(prior) - np.log(prior).mean(), abs=0.15)
+    with_bias = softmax(adjusted / temperature + bias)
+    alone = softmax(adjusted, fit_temperature(adjusted, y))
+    assert negative_log_likelihood(y, with_bias) < negative_log_likelihood(y, alone) - 0.1
+    assert expected_calibration_error(y, with_bias) < 0.02
+    config = BundleConfig("resnet18", tuple(CLASSES), 32, 32, (0.5,) * 3, (0.2,) * 3, logit_bias=(0.0,) * 7)
+    config = config.replace(temperature=temperature, probability_bias=tuple(bias))
+    assert (config.served_labels(adjusted) == adjusted.argmax(1)).all()  # the decision rule is untouched
+    assert config.served_probabilities(adjusted) == pytest.approx(with_bias)
+    assert (config.served_labels(adjusted) != config.served_probabilities(adjusted).argmax(1)).any()
 
 
 def test_malignant_threshold_reaches_the_target_and_is_the_highest_that_does():

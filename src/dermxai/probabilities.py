@@ -1,10 +1,13 @@
-"""Served probabilities from logits, shared by evaluation, calibration, export and the Predictor (numpy only).
+"""Served answers from logits, shared by evaluation, calibration, export and the Predictor (numpy only).
 
-A bundle serves ``softmax((logits + logit_bias) / temperature)``: ``logit_bias`` is the decision rule
-fitted on validation (logit adjustment, ``-tau * log(train prior)``; absent means none) and ``temperature``
-the calibration fitted on validation after it. The served label is the argmax of the served probabilities,
-so the probabilities shown always rank the shown label first. A bundle's ``BundleConfig`` applies its own
-(``config.served_probabilities``).
+A bundle's **label** is ``argmax(logits + logit_bias)``: ``logit_bias`` is the decision rule fitted on validation
+(logit adjustment, ``-tau * log(train prior)``; absent means plain argmax), chosen for balanced accuracy.
+Its **probabilities** are ``softmax((logits + logit_bias) / temperature + probability_bias)``: the temperature
+and the per-class ``probability_bias`` are fitted together on validation NLL, so they are calibrated for images
+drawn like the validation set. The bias undoes the decision rule's shift towards rare classes for the
+probabilities only, so a label may be a rare class that is not the most probable one; without a
+``probability_bias`` (older bundles) the label is also the most probable class. A bundle's ``BundleConfig``
+applies its own (``config.served_labels``, ``config.served_probabilities``).
 """
 
 from __future__ import annotations
@@ -28,11 +31,20 @@ def decision_logits(logits: np.ndarray, logit_bias: Sequence[float] | None = Non
     return logits + np.asarray(logit_bias, dtype=np.float64) if logit_bias is not None else logits
 
 
+def served_labels(logits: np.ndarray, logit_bias: Sequence[float] | None = None) -> np.ndarray:
+    """The served class index of each row of logits (N, C): ``argmax(logits + logit_bias)``."""
+    return decision_logits(logits, logit_bias).argmax(1)
+
+
 def served_probabilities(
-    logits: np.ndarray, logit_bias: Sequence[float] | None = None, temperature: float = 1.0
+    logits: np.ndarray,
+    logit_bias: Sequence[float] | None = None,
+    temperature: float = 1.0,
+    probability_bias: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """What a bundle serves for logits (N, C): ``softmax((logits + logit_bias) / temperature)``."""
-    return softmax(decision_logits(logits, logit_bias), temperature)
+    """What a bundle serves for logits (N, C): ``softmax((logits + logit_bias) / temperature + probability_bias)``."""
+    scaled = decision_logits(logits, logit_bias) / temperature
+    return softmax(decision_logits(scaled, probability_bias))
 
 
 def logit_adjustment(train_counts: np.ndarray, tau: float) -> np.ndarray:

@@ -155,6 +155,17 @@ def abstain_advice(reasons: list[str]) -> str:
     return ABSTAIN.format(reasons="; ".join(reasons))
 
 
+RARE_CLASS_NOTE = (
+    "{likely} is more probable, because it is far more common; the model names {top} because this image looks "
+    "more like {top} than most {likely} do (its answers are tuned to find every class, the rare ones too)."
+)
+
+
+def rare_class_note(top: str, most_probable: str) -> str:
+    """Why the answer is not the most probable class (the decision rule corrects for how common each class is)."""
+    return RARE_CLASS_NOTE.format(top=top, likely=most_probable)
+
+
 def percent(p: float) -> str:
     """A probability for people: "> 99%" and "< 1%" at the ends (a model is never 100% sure), else whole percent."""
     if p >= 0.995:

@@ -180,6 +180,8 @@ def show_result(prediction: Prediction, example_label: str | None) -> None:
     info = advice.CLASSES.get(top)
     st.subheader(f"Most similar to: {info.name if info else top} · {top}")
     st.markdown(f"Calibrated probability **{advice.percent(prediction.confidence)}**")
+    if prediction.most_probable != top:
+        st.caption(advice.rare_class_note(top, prediction.most_probable))
     true_label(example_label, top)
     message = advice.malignant_advice(prediction.malignant_score, prediction.malignant_threshold)
     (st.error if prediction.malignant_flag else st.info)(

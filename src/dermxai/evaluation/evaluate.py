@@ -127,16 +127,20 @@ def evaluate(
         if calibrated
         else f"default {DEFAULT_MALIGNANT_THRESHOLD} (bundle not calibrated)"
     )
-    raw, probs = softmax(logits), config.served_probabilities(logits)
+    raw, probs, labels = softmax(logits), config.served_probabilities(logits), config.served_labels(logits)
 
-    metrics = {"n": int(len(y)), "classes": classes, **classification_report(y, probs, classes, threshold)}
+    metrics = {"n": int(len(y)), "classes": classes, **classification_report(y, probs, classes, threshold, labels)}
     metrics["ci95"] = bootstrap_ci(
-        lambda i: scalar_metrics(y[i], probs[i], classes, threshold), eval_set.groups, n_bootstrap, seed
+        lambda i: scalar_metrics(y[i], probs[i], classes, threshold, labels[i]), eval_set.groups, n_bootstrap, seed
     )
     metrics.update(
         {
             "balanced_accuracy_argmax": balanced_accuracy(y, raw.argmax(1), len(classes)),
-            "decision_rule": "argmax of softmax((logits + logit_bias) / T)" if config.logit_bias else "argmax",
+            "decision_rule": "argmax(logits + logit_bias)" if config.logit_bias else "argmax",
+            "probabilities": "softmax((logits + logit_bias) / T + probability_bias)"
+            if config.probability_bias
+            else "softmax((logits + logit_bias) / T)",
+            "label_is_most_probable": float((labels == probs.argmax(1)).mean()),
             "ece_uncalibrated": expected_calibration_error(y, raw),
             "nll": negative_log_likelihood(y, probs),
             "nll_uncalibrated": negative_log_likelihood(y, raw),
@@ -152,7 +156,7 @@ def evaluate(
                 "unit": "lesion" if len(set(eval_set.groups)) < len(y) else "image",
                 "n_units": int(len(set(eval_set.groups))),
             },
-            "subgroups": subgroup_table(eval_set.table, y, probs, classes, threshold),
+            "subgroups": subgroup_table(eval_set.table, y, probs, classes, threshold, labels),
             "provenance": provenance(bundle, config, command, eval_set),
             **({"leaky_split": leak} if leak else {}),
         }
@@ -164,7 +168,7 @@ def evaluate(
         {
             "image_id": eval_set.table["image_id"],
             "dx": eval_set.table["dx"],
-            "predicted": [classes[k] for k in probs.argmax(1)],
+            "predicted": [classes[k] for k in labels],
         }
     )
     for k, name in enumerate(classes):

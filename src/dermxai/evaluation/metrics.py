@@ -102,10 +102,15 @@ def balanced_accuracy(y: np.ndarray, predicted: np.ndarray, n_classes: int) -> f
     return float(scores["recall"][scores["support"] > 0].mean())
 
 
-def scalar_metrics(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], threshold: float) -> dict[str, float]:
-    """The headline numbers (see :data:`HEADLINE`) for one set of predictions."""
+def scalar_metrics(
+    y: np.ndarray, probs: np.ndarray, classes: Sequence[str], threshold: float, predicted: np.ndarray | None = None
+) -> dict[str, float]:
+    """The headline numbers (see :data:`HEADLINE`) for one set of predictions.
+
+    ``predicted``: the served labels (default: the most probable class); ranking and calibration use ``probs``.
+    """
     n_classes = len(classes)
-    matrix = confusion(y, probs.argmax(1), n_classes)
+    matrix = confusion(y, probs.argmax(1) if predicted is None else predicted, n_classes)
     scores = per_class_scores(matrix)
     present = scores["support"] > 0
     aucs = np.array([binary_auc(y == k, probs[:, k]) for k in range(n_classes)])
@@ -126,12 +131,15 @@ def scalar_metrics(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], thr
     }
 
 
-def classification_report(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], threshold: float) -> dict:
+def classification_report(
+    y: np.ndarray, probs: np.ndarray, classes: Sequence[str], threshold: float, predicted: np.ndarray | None = None
+) -> dict:
     """Headline metrics plus per-class scores and the confusion matrix (JSON-ready, NaN as None)."""
     classes = list(classes)
-    matrix = confusion(y, probs.argmax(1), len(classes))
+    predicted = probs.argmax(1) if predicted is None else predicted
+    matrix = confusion(y, predicted, len(classes))
     scores = per_class_scores(matrix)
-    headline = scalar_metrics(y, probs, classes, threshold)
+    headline = scalar_metrics(y, probs, classes, threshold, predicted)
     per_class = {
         name: {
             "precision": float(scores["precision"][k]),

@@ -90,7 +90,7 @@ def shifted_report(predictor, data: Path, split: Path, *, images: Path | None = 
     for name, shift in {"unchanged": None, **SHIFTS}.items():
         pixels = np.stack([resize_cover(shift(im) if shift else im, predictor.config.size) for im in originals])
         logits = np.concatenate([predictor.logits(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
-        served = predictor.config.served_probabilities(logits).argmax(1)
+        served = predictor.config.served_labels(logits)
         rows[name] = {
             "balanced_accuracy": round(balanced_accuracy(labels, served, len(predictor.classes)), 4),
             "accuracy": round(float((served == labels).mean()), 4),

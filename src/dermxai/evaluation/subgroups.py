@@ -31,7 +31,12 @@ def _label(value: object) -> str:
 
 
 def subgroup_table(
-    meta: pd.DataFrame, y: np.ndarray, probs: np.ndarray, classes: Sequence[str], threshold: float
+    meta: pd.DataFrame,
+    y: np.ndarray,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    threshold: float,
+    predicted: np.ndarray | None = None,
 ) -> dict[str, list[dict]]:
     """For each of sex, age band, localization: one row per value with n, accuracy, balanced accuracy
     (when >= 2 diagnoses are present), malignant count and sensitivity (when any). ``meta`` aligns with ``y``."""
@@ -40,6 +45,7 @@ def subgroup_table(
         "age_band": meta["age"].map(age_band),
         "localization": meta["localization"].map(_label),
     }
+    predicted = probs.argmax(1) if predicted is None else predicted
     order = {"age_band": [name for *_, name in AGE_BANDS] + [UNKNOWN]}
     table: dict[str, list[dict]] = {}
     for name, values in columns.items():
@@ -48,19 +54,21 @@ def subgroup_table(
         rows = []
         for level in levels:
             pick = values == level
-            rows.append(_row(level, y[pick], probs[pick], list(classes), threshold))
+            rows.append(_row(level, y[pick], probs[pick], predicted[pick], list(classes), threshold))
         table[name] = rows
     return table
 
 
-def _row(level: str, y: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float) -> dict:
-    scores = per_class_scores(confusion(y, probs.argmax(1), len(classes)))
+def _row(
+    level: str, y: np.ndarray, probs: np.ndarray, predicted: np.ndarray, classes: list[str], threshold: float
+) -> dict:
+    scores = per_class_scores(confusion(y, predicted, len(classes)))
     present = scores["support"] > 0
     malignant = malignant_truth(y, classes)
     return {
         "group": level,
         "n": int(len(y)),
-        "accuracy": float((probs.argmax(1) == y).mean()),
+        "accuracy": float((predicted == y).mean()),
         "balanced_accuracy": float(scores["recall"][present].mean()) if present.sum() >= 2 else None,
         "n_malignant": int(malignant.sum()),
         "malignant_sensitivity": operating_point(y, probs, classes, threshold)["sensitivity"]

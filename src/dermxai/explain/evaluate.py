@@ -109,15 +109,16 @@ def score_batch(
     images = np.stack([read_model_input(p, config.size) for p in rows["path"]])
     batch = to_batch(images, config)
     with torch.no_grad():
-        probs = probabilities(model(batch), config)
+        logits = model(batch).float().numpy()
+    probs, labels = config.served_probabilities(logits), config.served_labels(logits)
     samples = [
         Sample(
             rows.iloc[n],
             images[n],
             blurred(images[n]),
             read_mask(rows.iloc[n]["mask_path"], config.size),
-            int(probs[n].argmax()),
-            float(probs[n].max()),
+            int(labels[n]),
+            float(probs[n, labels[n]]),
         )
         for n in range(len(rows))
     ]

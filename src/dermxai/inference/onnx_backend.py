@@ -54,6 +54,9 @@ class OnnxBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or 0  # 0: one per physical core
         options.inter_op_num_threads = 1
+        # Idle worker threads sleep instead of spinning: a spinning pool holds the cores that a heatmap
+        # (PyTorch) or another request needs, which is what made /predict's p99 rise beside /explain.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.metadata = self.session.get_modelmeta().custom_metadata_map

@@ -74,10 +74,7 @@ def abstain_reasons(logits: np.ndarray, temperature: float, params: dict | None)
     reasons = []
     confidence = float(calibrated_probabilities(logits, temperature).max())
     if confidence < params["min_confidence"]:
-        reasons.append(
-            f"the model is unsure ({confidence:.0%} for its best guess; it answers from "
-            f"{params['min_confidence']:.0%})"
-        )
+        reasons.append("the model is unsure which of the seven classes it is")
     score = float(energy(logits, temperature))
     if score > params["max_energy"]:
         reasons.append("the model's outputs for it are weak, as they are for images unlike its training images")

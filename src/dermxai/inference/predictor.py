@@ -22,7 +22,7 @@ from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 from dermxai.inference.feature_gate import FeatureGate, load_gate
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
-from dermxai.inference.ood import abstain_reasons, calibrated_probabilities, energy
+from dermxai.inference.ood import abstain_reasons, energy
 from dermxai.models.bundle import BundleError, load_bundle, validate_bundle, weights_digest
 from dermxai.preprocessing import cover_box, resize_cover, to_array, to_batch
 
@@ -39,9 +39,15 @@ class Prediction:
     energy: float | None = None
     out_of_distribution: bool = False  # the feature gate found the image unlike dermoscopy of one lesion
     ood_score: float | None = None
+    label: str | None = None  # the decision rule's class (None: the most probable one)
 
     @property
     def top_class(self) -> str:
+        """The served class: the decision rule's (balanced accuracy), not always the most probable one."""
+        return self.label or self.most_probable
+
+    @property
+    def most_probable(self) -> str:
         return max(self.probabilities, key=self.probabilities.get)
 
     @property
@@ -63,6 +69,7 @@ class Prediction:
             "top_class": self.top_class,
             "top_class_name": CLASS_NAMES.get(self.top_class),
             "confidence": self.confidence,
+            "most_probable_class": self.most_probable,
             "probabilities": self.probabilities,
             "malignant": {
                 "score": self.malignant_score,
@@ -95,12 +102,13 @@ def make_prediction(
     energy_score: float | None = None,
     ood_score: float | None = None,
     out_of_distribution: bool = False,
+    label: str | None = None,
 ) -> Prediction:
-    """A Prediction from calibrated probabilities in ``classes`` order."""
+    """A Prediction from calibrated probabilities in ``classes`` order (``label``: the decision rule's class)."""
     probs = {c: float(p) for c, p in zip(classes, probabilities)}
     malignant = sum(probs[c] for c in MALIGNANT if c in probs)
     return Prediction(
-        model_id, probs, float(malignant), threshold, reasons, energy_score, out_of_distribution, ood_score
+        model_id, probs, float(malignant), threshold, reasons, energy_score, out_of_distribution, ood_score, label
     )
 
 
@@ -237,7 +245,7 @@ class Predictor:
         prediction is withheld as out-of-distribution, before and above every other reason.
         """
         adjusted = self.config.decision_logits(logits[None])[0]
-        probs = calibrated_probabilities(adjusted, self.config.temperature)
+        probs = self.config.served_probabilities(logits[None])[0]
         reasons = abstain_reasons(adjusted, self.config.temperature, self.config.abstain)
         ood_score, outside = None, False
         if self.gate is not None and features is not None:
@@ -254,6 +262,7 @@ class Predictor:
             float(energy(adjusted, self.config.temperature)),
             ood_score,
             outside,
+            self.classes[int(adjusted.argmax())],
         )
 
     def predict(self, data: bytes | Image.Image) -> Prediction:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dermxai.probabilities import decision_logits, served_probabilities
+from dermxai.probabilities import decision_logits, served_labels, served_probabilities
 
 if TYPE_CHECKING:
     from torch import nn
@@ -74,6 +74,7 @@ class BundleConfig:
     # what is served from the logits, fitted on validation by `dermxai calibrate` and `gate`
     temperature: float = 1.0
     logit_bias: tuple[float, ...] | None = None  # decision rule: logits + logit_bias (None: plain argmax)
+    probability_bias: tuple[float, ...] | None = None  # calibration, fitted with the temperature (see probabilities)
     thresholds: dict[str, float] = field(default_factory=dict)  # "malignant": flag at this malignant score
     abstain: dict[str, Any] | None = None  # min_confidence, max_energy and how they were fitted
     calibration: dict[str, Any] = field(default_factory=dict)  # what calibration measured on validation
@@ -104,7 +105,7 @@ class BundleConfig:
     version: int = BUNDLE_VERSION
 
     def __post_init__(self) -> None:
-        for name in ("classes", "mean", "std", "logit_bias", "members"):
+        for name in ("classes", "mean", "std", "logit_bias", "probability_bias", "members"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON lists become tuples
         self._check_input()
@@ -142,8 +143,10 @@ class BundleConfig:
         """What turns logits into the served answer: decision rule, temperature, thresholds, layers."""
         if not _numbers((self.temperature,), 1) or not self.temperature > 0:
             raise BundleError("'temperature' must be a finite number above 0")
-        if self.logit_bias is not None and not _numbers(self.logit_bias, len(self.classes)):
-            raise BundleError("'logit_bias' must have one finite value per class")
+        for name in ("logit_bias", "probability_bias"):
+            value = getattr(self, name)
+            if value is not None and not _numbers(value, len(self.classes)):
+                raise BundleError(f"'{name}' must have one finite value per class")
         if (
             not isinstance(self.thresholds, dict)
             or not _numbers(tuple(self.thresholds.values()))
@@ -214,8 +217,12 @@ class BundleConfig:
         return decision_logits(logits, self.logit_bias)
 
     def served_probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """What the bundle serves for logits (N, C): ``softmax((logits + logit_bias) / temperature)``."""
-        return served_probabilities(logits, self.logit_bias, self.temperature)
+        """The probabilities the bundle serves for logits (N, C) (see :mod:`dermxai.probabilities`)."""
+        return served_probabilities(logits, self.logit_bias, self.temperature, self.probability_bias)
+
+    def served_labels(self, logits: np.ndarray) -> np.ndarray:
+        """The class index the bundle serves for each row of logits (N, C): its decision rule's argmax."""
+        return served_labels(logits, self.logit_bias)
 
     def target_layer(self) -> str:
         """The CAM target layer: the bundle's ``cam_layer``, else its architecture's default."""
