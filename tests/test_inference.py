@@ -14,13 +14,15 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from dermxai.app import advice
 from dermxai.assets import DEFAULT_MODEL as DEFAULT
 from dermxai.assets import EXAMPLES
 from dermxai.cli import app
+from dermxai.data.labels import CLASSES
 from dermxai.inference.bundles import default_bundle, installed_bundles
 from dermxai.inference.inputs import InvalidImage, read_image
 from dermxai.inference.ood import calibrated_probabilities, energy, fit_abstention
-from dermxai.inference.predictor import Predictor
+from dermxai.inference.predictor import Predictor, make_prediction
 from dermxai.models.bundle import BundleConfig, update_config
 from dermxai.preprocessing import load_resized, resize_cover
 
@@ -209,25 +211,48 @@ def test_fit_abstention_accepts_the_target_share_of_validation():
         fit_abstention(val_logits, 1.0, target_accept=1.0)
 
 
-def test_abstains_on_low_confidence_or_unfamiliar_logits(bundle_copy):
+def test_low_confidence_or_unfamiliar_logits_give_an_uncertain_answer_with_a_differential(bundle_copy):
     rng = np.random.default_rng(1)
     val_logits = rng.normal(0, 0.5, (500, 7)) + 6 * np.eye(7)[rng.integers(0, 7, 500)]
     update_config(bundle_copy, abstain=fit_abstention(val_logits, 1.0), logit_bias=None)
     predictor = Predictor(bundle_copy)
     confident = predictor.interpret(np.array([0, 0, 0, 0, 8.0, 0, 0]))
-    assert not confident.abstain and confident.top_class == "mel"
+    assert (
+        not confident.uncertain and confident.top_class == "mel" and [c for c, _ in confident.differential] == ["mel"]
+    )
     flat = predictor.interpret(np.zeros(7))  # uniform: low confidence and low logit mass
-    assert flat.abstain and any("unsure" in r for r in flat.abstain_reasons)
-    assert any("unlike" in r for r in flat.abstain_reasons)
+    assert flat.uncertain and not flat.abstain  # an uncertain answer is still an answer
+    assert any("unsure" in r for r in flat.uncertain_reasons) and any("unlike" in r for r in flat.uncertain_reasons)
+    assert len(flat.differential) == 7  # seven equal shares: 90% needs all of them
     two_way = predictor.interpret(np.array([0, 0, 0, 0, 6.0, 6.0, 0]))  # typical energy, split vote
-    assert two_way.abstain_reasons and all("unsure" in r for r in two_way.abstain_reasons)
+    assert two_way.uncertain_reasons and all("unsure" in r for r in two_way.uncertain_reasons)
+    assert sorted(c for c, _ in two_way.differential) == ["mel", "nv"]
+    body = two_way.to_dict()
+    assert body["uncertain"] is True and body["abstain"] is False
+    assert {d["class"] for d in body["differential"]} == {"mel", "nv"}
+
+
+def test_the_differential_keeps_the_served_class_when_it_is_not_among_the_most_probable():
+    probabilities = np.array([0.02, 0.02, 0.02, 0.02, 0.03, 0.88, 0.01])
+    prediction = make_prediction("m", list(CLASSES), probabilities, 0.5, [], label="mel")
+    assert [c for c, _ in prediction.differential] == ["nv", "mel"] and prediction.top_class == "mel"
+    assert prediction.most_probable == "nv" and prediction.confidence == pytest.approx(0.03)
+
+
+def test_the_advice_names_the_cancers_of_the_differential_when_the_flag_fires():
+    flagged = advice.next_step("nv", True, ["nv", "mel", "bcc"])
+    assert "Melanoma" in flagged and "Basal cell carcinoma" in flagged and "Usually harmless" not in flagged
+    assert advice.next_step("nv", False, ["nv", "mel"]) == advice.CLASSES["nv"].advice
+    note = advice.uncertain_note([("bcc", 0.41), ("df", 0.3), ("nv", 0.22)], ["the model is unsure"])
+    assert "bcc (41%), df (30%) or nv (22%)" in note and "energy" not in note
 
 
 def test_default_bundle_is_calibrated_and_uses_its_fitted_abstention(predictor):
     config = predictor.config
     assert config.temperature != 1.0 and 0 < config.malignant_threshold < 1
     assert predictor.config.abstain and predictor.config.abstain["target_accept"] == 0.95
-    assert predictor.interpret(np.zeros(7)).abstain  # a flat answer is below the fitted confidence
+    flat = predictor.interpret(np.zeros(7))  # a flat answer is below the fitted confidence: uncertain
+    assert flat.uncertain and not flat.abstain
     example = predictor.predict((EXAMPLES / "nv_ISIC_0024308.jpg").read_bytes())
     assert not example.abstain and example.top_class == "nv"
 

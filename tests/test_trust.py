@@ -230,6 +230,8 @@ def test_app_binds_this_machine_by_default_and_the_qr_code_tells_the_truth():
 def test_advice_never_calls_a_flagged_spot_harmless():
     for code in CLASSES:
         assert advice.next_step(code, True) == advice.SEE_SOON
+        assert advice.next_step(code, True, ["mel"]).endswith(advice.SEE_SOON)
+        assert "harmless" not in advice.next_step(code, True, ["mel"])
     assert "harmless" in advice.next_step("nv", False)
     text = advice.threshold_meaning(0.16, 0.9, 0.92, 0.8)
     assert "92%" in text and "20%" in text and "1 in 5" in text

@@ -6,9 +6,10 @@ dermatologist, sooner for the three classes that are skin cancers or precancers 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dermxai.data.labels import CLASS_NAMES
+from dermxai.data.labels import CLASS_NAMES, MALIGNANT
 
 DISCLAIMER = (
     "dermxai is a research and teaching tool, not a medical device. It cannot diagnose skin cancer and "
@@ -106,10 +107,6 @@ MALIGNANT_NO_THRESHOLD = (
     "The combined score of the three skin-cancer classes is {score:.0%}. There is no threshold for this model "
     "(none was chosen on validation images), so the score is not turned into a yes/no flag."
 )
-ABSTAIN = (
-    "The model withholds its answer: {reasons}. A sharp, well-lit dermoscopic image of one lesion works "
-    "best; a doctor can look at it directly."
-)
 NOT_DERMOSCOPY = (
     "This does not look like a dermoscopic image of a single skin lesion, so the model gives no answer. "
     "It was trained only on close-up pictures taken through a dermatoscope, and this picture's colours and "
@@ -135,11 +132,26 @@ def threshold_meaning(threshold: float, target: float, sensitivity: float, speci
     )
 
 
-def next_step(top_class: str, flagged: bool | None) -> str:
-    """What to do, never contradicting the malignant flag on the same screen."""
+def next_step(top_class: str, flagged: bool | None, differential: Sequence[str] = ()) -> str:
+    """What to do, never contradicting the malignant flag on the same screen.
+
+    When the flag fires, the skin-cancer classes of the differential are named instead of the top class's
+    reassurance.
+    """
     if flagged:
-        return SEE_SOON
+        cancers = [] if top_class in MALIGNANT else [CLASSES[c].name for c in differential if c in MALIGNANT]
+        return (f"The answers it weighs include {' and '.join(cancers)}. " if cancers else "") + SEE_SOON
     return CLASSES[top_class].advice if top_class in CLASSES else CHECK_IF_CHANGING
+
+
+UNCERTAIN = "**Uncertain.** It could be {classes}: {reasons}. A sharper, well-lit dermoscopic image may help."
+
+
+def uncertain_note(differential: Sequence[tuple[str, float]], reasons: Sequence[str]) -> str:
+    """The differential of an uncertain answer, in words: "bcc (41%), df (30%) or nv (22%)"."""
+    named = [f"{code} ({percent(p)})" for code, p in differential]
+    classes = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " or " + named[-1]
+    return UNCERTAIN.format(classes=classes, reasons="; ".join(reasons))
 
 
 def malignant_advice(score: float, threshold: float | None) -> str:
@@ -148,11 +160,6 @@ def malignant_advice(score: float, threshold: float | None) -> str:
         return MALIGNANT_NO_THRESHOLD.format(score=score)
     template = MALIGNANT_FLAGGED if score >= threshold else MALIGNANT_BELOW
     return template.format(score=score, threshold=threshold)
-
-
-def abstain_advice(reasons: list[str]) -> str:
-    """The sentence shown instead of a result when the model abstains."""
-    return ABSTAIN.format(reasons="; ".join(reasons))
 
 
 RARE_CLASS_NOTE = (

@@ -5,9 +5,10 @@ requests; the PyTorch model for heatmaps loads beside the server at start-up. Pr
 wait for a heatmap (heatmaps run one at a time), and the endpoints run in the thread pool so the event loop
 keeps accepting uploads. Uploads are limited in bytes while they are received, before any parsing.
 Every error is JSON ``{"detail": message, "reason": code}`` with a 4xx status (validation, unknown route and
-method errors included). A prediction the model cannot judge keeps ``abstain: true`` with its reasons in
-``abstain_reasons``; ``out_of_distribution: true`` says the image does not look like dermoscopy of one lesion,
-and then the class fields are not an answer. Score-CAM is not served (minutes per request on a CPU; use
+method errors included). Only the out-of-distribution gate withholds: ``abstain: true`` and
+``out_of_distribution: true`` say the image does not look like dermoscopy of one lesion, and then the class
+fields are not an answer. An answer the model is unsure of is still given, with ``uncertain: true``, its
+``uncertain_reasons`` and a ``differential`` (the most probable classes holding 90% of the probability). Score-CAM is not served (minutes per request on a CPU; use
 ``dermxai explain``). ``/docs`` serves Swagger UI 5 (reads OpenAPI 3.1) from the pinned ``fastapi-offline`` package: no CDN.
 """
 
@@ -135,9 +136,9 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         static_url="/static/docs",
         description="Skin-lesion classification (HAM10000 classes) with calibrated probabilities and "
         "Grad-CAM heatmaps. A research and teaching tool, not a medical device. "
-        "When `abstain` is true the answer is withheld (reasons in `abstain_reasons`); "
-        "`out_of_distribution` true means the image does not look like dermoscopy of one "
-        'lesion. Errors: `{"detail", "reason"}` with a 4xx status.',
+        "When `abstain` is true the answer is withheld: the image does not look like dermoscopy of one "
+        "lesion (`out_of_distribution`). When `uncertain` is true the answer is given with a `differential` "
+        '(the classes holding 90% of the probability). Errors: `{"detail", "reason"}` with a 4xx status.',
     )
 
     api.state.predictor = predictor

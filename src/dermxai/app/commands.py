@@ -112,7 +112,7 @@ def predict_command(
         )
     else:
         table = Table(title=f"model {predictor.model_id} (temperature {predictor.config.temperature:g})")
-        for column in ("image", "top class", "probability", "malignant score", "abstain"):
+        for column in ("image", "top class", "probability", "malignant score", "uncertain"):
             table.add_column(column, justify="right" if column in ("probability", "malignant score") else "left")
         for path, p in results:
             if p.out_of_distribution:
@@ -126,7 +126,7 @@ def predict_command(
                 p.top_class,
                 f"{p.confidence:.1%}",
                 f"{p.malignant_score:.1%} ({flag})",
-                "; ".join(p.abstain_reasons) if p.abstain else "no",
+                ("could be " + ", ".join(c for c, _ in p.differential)) if p.uncertain else "no",
             )
         if results:
             console.print(table)

@@ -166,10 +166,7 @@ def true_label(example_label: str | None, top: str | None) -> None:
 
 def show_withheld(prediction: Prediction, data: bytes, example_label: str | None) -> None:
     """One screen for every withheld answer: the plain reasons, the image, an example's true label."""
-    if prediction.out_of_distribution:
-        st.warning(f"**No answer.** {advice.NOT_DERMOSCOPY}")
-    else:
-        st.warning(f"**No answer.** {advice.abstain_advice(prediction.abstain_reasons)}")
+    st.warning(f"**No answer.** {advice.NOT_DERMOSCOPY}")
     true_label(example_label, None)
     st.image(data, caption="Your image", width=320)
 
@@ -180,6 +177,8 @@ def show_result(prediction: Prediction, example_label: str | None) -> None:
     info = advice.CLASSES.get(top)
     st.subheader(f"Most similar to: {info.name if info else top} · {top}")
     st.markdown(f"Calibrated probability **{advice.percent(prediction.confidence)}**")
+    if prediction.uncertain:
+        st.warning(advice.uncertain_note(prediction.differential, prediction.uncertain_reasons))
     if prediction.most_probable != top:
         st.caption(advice.rare_class_note(top, prediction.most_probable))
     true_label(example_label, top)
@@ -248,7 +247,8 @@ def show_details(prediction: Prediction, metrics: dict | None) -> None:
     info = advice.CLASSES.get(top)
     if info:
         st.markdown(f"**About {CLASS_NAMES[top]}.** {info.about}")
-    st.markdown(f"**What to do.** {advice.next_step(top, prediction.malignant_flag)}")
+    candidates = [name for name, _ in prediction.differential]
+    st.markdown(f"**What to do.** {advice.next_step(top, prediction.malignant_flag, candidates)}")
     with st.expander("The seven classes"):
         for code, item in advice.CLASSES.items():
             st.markdown(f"- **{item.name}** (`{code}`): {item.about} *{item.advice}*")

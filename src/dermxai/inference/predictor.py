@@ -40,6 +40,7 @@ class Prediction:
     out_of_distribution: bool = False  # the feature gate found the image unlike dermoscopy of one lesion
     ood_score: float | None = None
     label: str | None = None  # the decision rule's class (None: the most probable one)
+    uncertain_reasons: list[str] = field(default_factory=list)  # why the answer is uncertain (it is still given)
 
     @property
     def top_class(self) -> str:
@@ -60,7 +61,24 @@ class Prediction:
 
     @property
     def abstain(self) -> bool:
+        """No answer: only the out-of-distribution gate withholds (an uncertain answer is still an answer)."""
         return bool(self.abstain_reasons)
+
+    @property
+    def uncertain(self) -> bool:
+        return bool(self.uncertain_reasons)
+
+    @property
+    def differential(self) -> list[tuple[str, float]]:
+        """The most probable classes that together hold :data:`DIFFERENTIAL_MASS`, and the served class."""
+        ranked = sorted(self.probabilities.items(), key=lambda item: -item[1])
+        chosen, mass = [], 0.0
+        for name, probability in ranked:
+            if mass >= DIFFERENTIAL_MASS and name != self.top_class:
+                continue
+            chosen.append((name, probability))
+            mass += probability
+        return chosen
 
     def to_dict(self) -> dict:
         """A JSON-ready summary (the API's response body)."""
@@ -79,12 +97,16 @@ class Prediction:
             },
             "abstain": self.abstain,
             "abstain_reasons": self.abstain_reasons,
+            "uncertain": self.uncertain,
+            "uncertain_reasons": self.uncertain_reasons,
+            "differential": [{"class": name, "probability": p} for name, p in self.differential],
             "energy": self.energy,
             "out_of_distribution": self.out_of_distribution,
             "ood_score": self.ood_score,
         }
 
 
+DIFFERENTIAL_MASS = 0.9  # the differential: the most probable classes that together hold this much
 COLORMAP = "turbo"  # the heatmaps' colours (see colour_scale)
 EXPLANATION_SIDE = 1024  # longest side of the image an Explanation keeps (caches hold Explanations)
 OOD_REASON = (
@@ -103,12 +125,22 @@ def make_prediction(
     ood_score: float | None = None,
     out_of_distribution: bool = False,
     label: str | None = None,
+    uncertain_reasons: list[str] | None = None,
 ) -> Prediction:
     """A Prediction from calibrated probabilities in ``classes`` order (``label``: the decision rule's class)."""
     probs = {c: float(p) for c, p in zip(classes, probabilities)}
     malignant = sum(probs[c] for c in MALIGNANT if c in probs)
     return Prediction(
-        model_id, probs, float(malignant), threshold, reasons, energy_score, out_of_distribution, ood_score, label
+        model_id,
+        probs,
+        float(malignant),
+        threshold,
+        reasons,
+        energy_score,
+        out_of_distribution,
+        ood_score,
+        label,
+        uncertain_reasons or [],
     )
 
 
@@ -246,23 +278,26 @@ class Predictor:
         """
         adjusted = self.config.decision_logits(logits[None])[0]
         probs = self.config.served_probabilities(logits[None])[0]
-        reasons = abstain_reasons(adjusted, self.config.temperature, self.config.abstain)
+        label = self.classes[int(adjusted.argmax())]
+        unsure = abstain_reasons(adjusted, self.config.temperature, self.config.abstain)
+        most_probable = self.classes[int(probs.argmax())]
+        if most_probable != label:
+            unsure.append(f"{most_probable} is more probable than its answer, {label}")
         ood_score, outside = None, False
         if self.gate is not None and features is not None:
             ood_score = float(self.gate.scores(features[None])[0])
             outside = ood_score > self.gate.threshold
-            if outside:
-                reasons.insert(0, OOD_REASON)
         return make_prediction(
             self.model_id,
             self.classes,
             probs,
             self.config.malignant_threshold,
-            reasons,
+            [OOD_REASON] if outside else [],
             float(energy(adjusted, self.config.temperature)),
             ood_score,
             outside,
-            self.classes[int(adjusted.argmax())],
+            label,
+            unsure,
         )
 
     def predict(self, data: bytes | Image.Image) -> Prediction:
