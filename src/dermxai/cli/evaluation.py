@@ -160,6 +160,31 @@ def gate_command(
     )
 
 
+@app.command("index")
+@clear_errors
+def index_command(
+    model: BundleOption,
+    data: DataOption,
+    split: Annotated[Path, typer.Option("--split", help="Split CSV: indexed on train, chosen and measured on val.")],
+    images: ImagesOption = None,
+) -> None:
+    """Index the training images for similar confirmed cases (features, diagnoses, thumbnails) in the bundle."""
+    from dermxai.evaluation.similar_cases import fit_bundle_index
+    from dermxai.inference.predictor import Predictor
+    from dermxai.models.bundle import update_config
+
+    predictor = Predictor(model, prefer_onnx=False)  # features of the weights themselves, whatever the graph
+    index, record = fit_bundle_index(predictor, data, split, images=images, folder=model)
+    index.save(model)
+    update_config(model, similar_cases=record)
+    console.print(
+        f"Indexed {record['n_train']} training images in {model} ({record['components']} axes, chosen on val). "
+        f"Validation balanced accuracy of the {record['k']} nearest lesions' vote: "
+        f"{record['val_knn_balanced_accuracy']:.3f}; a query takes {record['query_ms']:.2f} ms.",
+        highlight=False,
+    )
+
+
 @app.command("shifted")
 @clear_errors
 def shifted_command(

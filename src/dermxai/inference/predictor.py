@@ -23,6 +23,7 @@ from dermxai.inference.feature_gate import FeatureGate, load_gate
 from dermxai.inference.inputs import MAX_BYTES, MAX_PIXELS, read_image, to_rgb
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
 from dermxai.inference.ood import abstain_reasons, energy
+from dermxai.inference.similar import FeatureIndex, SimilarCase, load_index, read_thumbnail
 from dermxai.models.bundle import BundleError, load_bundle, validate_bundle, weights_digest
 from dermxai.preprocessing import cover_box, resize_cover, to_array, to_batch
 
@@ -41,6 +42,7 @@ class Prediction:
     ood_score: float | None = None
     label: str | None = None  # the decision rule's class (None: the most probable one)
     uncertain_reasons: list[str] = field(default_factory=list)  # why the answer is uncertain (it is still given)
+    similar: list[SimilarCase] = field(default_factory=list)  # the most similar confirmed training lesions
 
     @property
     def top_class(self) -> str:
@@ -100,12 +102,14 @@ class Prediction:
             "uncertain": self.uncertain,
             "uncertain_reasons": self.uncertain_reasons,
             "differential": [{"class": name, "probability": p} for name, p in self.differential],
+            "similar_cases": [case.to_dict() for case in self.similar],
             "energy": self.energy,
             "out_of_distribution": self.out_of_distribution,
             "ood_score": self.ood_score,
         }
 
 
+SIMILAR_CASES = 6  # similar confirmed training lesions returned with a prediction (bundles with an index)
 DIFFERENTIAL_MASS = 0.9  # the differential: the most probable classes that together hold this much
 COLORMAP = "turbo"  # the heatmaps' colours (see colour_scale)
 EXPLANATION_SIDE = 1024  # longest side of the image an Explanation keeps (caches hold Explanations)
@@ -126,6 +130,7 @@ def make_prediction(
     out_of_distribution: bool = False,
     label: str | None = None,
     uncertain_reasons: list[str] | None = None,
+    similar: list[SimilarCase] | None = None,
 ) -> Prediction:
     """A Prediction from calibrated probabilities in ``classes`` order (``label``: the decision rule's class)."""
     probs = {c: float(p) for c, p in zip(classes, probabilities)}
@@ -141,6 +146,7 @@ def make_prediction(
         ood_score,
         label,
         uncertain_reasons or [],
+        similar or [],
     )
 
 
@@ -207,9 +213,10 @@ class Predictor:
         self.folder = Path(bundle)
         self.config = validate_bundle(self.folder)
         self.gate: FeatureGate | None = load_gate(self.folder)
+        self.index: FeatureIndex | None = load_index(self.folder)
         self.backend: OnnxBackend | TorchBackend = load_backend(self.folder, prefer_onnx=prefer_onnx)
         if (
-            self.gate is not None
+            (self.gate is not None or self.index is not None)
             and isinstance(self.backend, OnnxBackend)
             and len(self.backend.session.get_outputs()) < 2
         ):
@@ -236,6 +243,11 @@ class Predictor:
         if self.gate is not None and (features is None or features.shape[-1] != self.gate.dimension):
             got = "none" if features is None else features.shape[-1]
             raise BundleError(f"{where}: the gate expects {self.gate.dimension} features, the model gives {got}")
+        if self.index is not None and (features is None or features.shape[-1] != self.index.dimension):
+            got = "none" if features is None else features.shape[-1]
+            raise BundleError(
+                f"{where}: the feature index expects {self.index.dimension} features, the model gives {got}"
+            )
 
     @property
     def model(self):
@@ -246,6 +258,10 @@ class Predictor:
             if not hasattr(self, "_torch_model"):
                 self._torch_model = load_bundle(self.folder)[0]
         return self._torch_model
+
+    def thumbnail(self, image_id: str) -> bytes | None:
+        """The JPEG thumbnail of a similar case's training image (None when the bundle has none)."""
+        return read_thumbnail(self.folder, image_id)
 
     @property
     def heatmaps_ready(self) -> bool:
@@ -283,10 +299,12 @@ class Predictor:
         most_probable = self.classes[int(probs.argmax())]
         if most_probable != label:
             unsure.append(f"{most_probable} is more probable than its answer, {label}")
-        ood_score, outside = None, False
+        ood_score, outside, similar = None, False, []
         if self.gate is not None and features is not None:
             ood_score = float(self.gate.scores(features[None])[0])
             outside = ood_score > self.gate.threshold
+        if self.index is not None and features is not None and not outside:
+            similar = self.index.nearest(features[None], SIMILAR_CASES)[0]
         return make_prediction(
             self.model_id,
             self.classes,
@@ -298,6 +316,7 @@ class Predictor:
             outside,
             label,
             unsure,
+            similar,
         )
 
     def predict(self, data: bytes | Image.Image) -> Prediction:

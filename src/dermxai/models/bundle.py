@@ -80,6 +80,7 @@ class BundleConfig:
     calibration: dict[str, Any] = field(default_factory=dict)  # what calibration measured on validation
     gate_layer: str | None = None  # None: the architecture's default
     ood_gate: dict[str, Any] | None = None  # how the out-of-distribution gate was fitted
+    similar_cases: dict[str, Any] | None = None  # how the feature index of similar cases was fitted
     cam_layer: str | None = None  # None: the architecture's default
     cam_method: str = "gradcam"
     cam_choice: dict[str, Any] | None = None  # how cam_layer and cam_method were chosen
