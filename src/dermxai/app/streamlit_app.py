@@ -234,6 +234,25 @@ def colour_scale_html(stops: int = 9) -> str:
     )
 
 
+def show_similar_cases(folder: str, prediction: Prediction) -> None:
+    """The most similar confirmed training lesions, as a row of thumbnails with their diagnoses."""
+    cases = [(case, predictor(folder).thumbnail(case.image_id)) for case in prediction.similar]
+    cases = [(case, thumbnail) for case, thumbnail in cases if thumbnail is not None]
+    if not cases:
+        return
+    st.markdown("**Similar confirmed cases** (training lesions whose images look most alike to the model)")
+    st.image(
+        [thumbnail for _, thumbnail in cases],
+        caption=[f"{case.dx} · {case.similarity:.2f}" for case, _ in cases],
+        width=96,
+    )
+    st.caption(
+        "Diagnoses confirmed in HAM10000 (more than half by histopathology, the rest by follow-up, expert "
+        "consensus or confocal microscopy); the number is the cosine similarity. "
+        "Look-alikes explain by example: they are not a second opinion. " + advice.ATTRIBUTION
+    )
+
+
 def show_details(prediction: Prediction, metrics: dict | None) -> None:
     """What the flag's threshold means, the class blurb, the next step and the seven classes."""
     top = prediction.top_class
@@ -333,6 +352,7 @@ def main() -> None:
             elif prediction is not None:
                 show_result(prediction, diagnosis)
                 show_heatmap(folder, data, method, opacity, show_cam)
+                show_similar_cases(folder, prediction)
                 show_details(prediction, bundle_metrics(folder))
             scroll_into_view(f"{label}-{len(data)}")
     model_card(bundle_metrics(folder), predictor(folder).model_id)
