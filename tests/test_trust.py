@@ -63,6 +63,26 @@ def test_gate_accepts_the_target_share_and_withholds_far_away_features(tmp_path)
         gate.scores(np.zeros((3, 7)))
 
 
+def test_the_class_conditional_gate_is_fair_to_a_rare_class_that_one_gaussian_withholds(tmp_path):
+    rng = np.random.default_rng(3)
+    centres = np.zeros((2, 20))
+    centres[1, :5] = 6.0  # the rare class sits far from the common one
+
+    def draw(n_common: int, n_rare: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.r_[np.zeros(n_common, int), np.ones(n_rare, int)]
+        return centres[labels] + rng.normal(size=(len(labels), 20)), labels
+
+    (train, labels), (val, _), (test, test_labels) = draw(3000, 60), draw(1500, 30), draw(1500, 300)
+    single = fit_threshold(fit_gate(train, components=8), val, 0.95)
+    conditional = fit_threshold(fit_gate(train, components=8, labels=labels), val, 0.95)
+    rare = test_labels == 1
+    assert single.withheld(test[rare]).mean() > 0.5  # one Gaussian: most of the rare class is withheld
+    assert conditional.withheld(test[rare]).mean() < 0.15 and conditional.withheld(test[~rare]).mean() < 0.1
+    assert conditional.withheld(rng.normal(size=(200, 20)) + 25).all()  # far from every class
+    loaded = load_gate(conditional.save(tmp_path).parent)
+    assert loaded.class_means.shape == (2, 20) and np.allclose(loaded.scores(test), conditional.scores(test), rtol=1e-4)
+
+
 def test_a_malformed_gate_file_is_a_clear_error(tmp_path):
     (tmp_path / GATE_NAME).write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="not a valid out-of-distribution gate"):

@@ -154,6 +154,15 @@ def gate_command(
     )
     rates = {name: (row["n"], row["share"]) for name, row in report["withheld"].items()}
     console.print(rate_table(title, "withheld", rates))
+    for subset, rows in report["withheld_by_class"].items():
+        shares = {name: (row["n"], row["share"]) for name, row in rows.items() if isinstance(row, dict)}
+        console.print(
+            rate_table(
+                f"Withheld by diagnosis, {subset} (worst {rows['worst_over_all']}x the overall share)",
+                "withheld",
+                shares,
+            )
+        )
     console.print(
         f"AUROC, test dermoscopy vs not dermoscopy: {report['auroc_test_vs_not_dermoscopy']:.3f}"
         + (f"; gate written to {model}" if write else "")

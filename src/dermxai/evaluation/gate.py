@@ -92,14 +92,17 @@ def fit_bundle_gate(
 ) -> tuple[FeatureGate, dict]:
     """Fit the gate on train (+ one acquisition variant each) and its threshold on val; return it and a record."""
     rng = np.random.default_rng(seed)
-    train_paths = from_split(data, split, "train", images).table["path"].tolist()
+    table = from_split(data, split, "train", images).table
+    train_paths = table["path"].tolist()
     train = features_of(predictor, _open(train_paths))
     variants = features_of(predictor, _open(train_paths, lambda image: acquisition_variant(image, rng)))
-    gate = fit_gate(np.concatenate([train, variants]), components)
+    labels = table["dx"].map(list(predictor.classes).index).to_numpy()
+    gate = fit_gate(np.concatenate([train, variants]), components, np.r_[labels, labels])
     val = features_of(predictor, _open(from_split(data, split, "val", images).table["path"].tolist()))
     gate = fit_threshold(gate, val, target_accept)
     record = {
-        "method": "Mahalanobis distance (probabilistic PCA covariance) of pooled mean/std features",
+        "method": "Mahalanobis distance to the nearest class mean (tied probabilistic PCA covariance) of pooled "
+        "mean/std features",
         "gate_layer": predictor.config.feature_layer(),
         "components": int(gate.components.shape[0]),
         "n_train": len(train),
@@ -113,6 +116,19 @@ def fit_bundle_gate(
     return gate, record
 
 
+def withheld_by_class(withheld: np.ndarray, dx) -> dict[str, dict]:
+    """The share withheld of each diagnosis (n and share), and the largest share over the overall one."""
+    dx = np.asarray(dx)
+    rows = {c: {"n": int((dx == c).sum()), "share": round(float(withheld[dx == c].mean()), 4)} for c in np.unique(dx)}
+    overall = float(np.mean(withheld))
+    worst = max(row["share"] for row in rows.values())
+    return {
+        **rows,
+        "all": {"n": len(dx), "share": round(overall, 4)},
+        "worst_over_all": round(worst / max(overall, 1e-9), 2),
+    }
+
+
 def gate_report(
     predictor,
     gate: FeatureGate,
@@ -124,12 +140,28 @@ def gate_report(
     n_shifted: int = 300,
 ) -> dict:
     """Shares withheld by the gate: test, shifted validation images, each non-dermoscopic kind; AUROC."""
-    test = features_of(predictor, _open(from_split(data, split, "test", images).table["path"].tolist()))
-    val_images = list(_open(from_split(data, split, "val", images).table["path"].tolist()[:n_shifted]))
-    rows = {"dermoscopy: test split": (len(test), float(np.mean(gate.withheld(test))))}
+    test_table = from_split(data, split, "test", images).table
+    val_table = from_split(data, split, "val", images).table
+    test = features_of(predictor, _open(test_table["path"].tolist()))
+    val = features_of(predictor, _open(val_table["path"].tolist()))
+    shifted_table = val_table.iloc[:n_shifted]
+    val_images = list(_open(shifted_table["path"].tolist()))
+    rows = {
+        "dermoscopy: val split": (len(val), float(np.mean(gate.withheld(val)))),
+        "dermoscopy: test split": (len(test), float(np.mean(gate.withheld(test)))),
+    }
+    by_class = {
+        "val": withheld_by_class(gate.withheld(val), val_table["dx"]),
+        "test": withheld_by_class(gate.withheld(test), test_table["dx"]),
+    }
+    shifted_withheld = []
     for name, shift in ACQUISITION_SHIFTS.items():
         shifted = features_of(predictor, [shift(image) for image in val_images])
-        rows[f"dermoscopy, val: {name}"] = (len(shifted), float(np.mean(gate.withheld(shifted))))
+        shifted_withheld.append(gate.withheld(shifted))
+        rows[f"dermoscopy, val: {name}"] = (len(shifted), float(np.mean(shifted_withheld[-1])))
+    by_class["val, every shift"] = withheld_by_class(
+        np.concatenate(shifted_withheld), np.tile(shifted_table["dx"].to_numpy(), len(shifted_withheld))
+    )
     scores = []
     for kind, kind_images in non_dermoscopic.items():
         features = features_of(predictor, kind_images)
@@ -143,6 +175,7 @@ def gate_report(
     )
     return {
         "withheld": {name: {"n": n, "share": round(share, 4)} for name, (n, share) in rows.items()},
+        "withheld_by_class": by_class,
         "auroc_test_vs_not_dermoscopy": round(float(auroc), 4),
         "threshold": gate.threshold,
     }

@@ -1,10 +1,10 @@
 """The out-of-distribution gate: is this a dermoscopic image of one lesion, as the model knows them?
 
-A Gaussian fitted to the model's features of the *training* images (see ``models/features.py``), with a
-probabilistic-PCA covariance: the top ``k`` principal axes of the standardised features keep their own
-variances, the rest share one (Tipping & Bishop 1999). The score is the Mahalanobis distance under it
-(Lee et al., NeurIPS 2018), divided by the number of features; images far from every training image score
-high. The threshold is fitted on *validation* images so that a chosen share of dermoscopy (default 95%)
+Gaussians fitted to the model's features of the *training* images (see ``models/features.py``): one mean per
+diagnosis and one covariance tied across them, of probabilistic-PCA form: the top ``k`` principal axes of the
+standardised, class-centred features keep their own variances, the rest share one (Tipping & Bishop 1999).
+The score is the Mahalanobis distance to the nearest class mean (Lee et al., NeurIPS 2018), divided by the
+number of features; images far from every diagnosis score high. (Gates fitted before this have a single mean.) The threshold is fitted on *validation* images so that a chosen share of dermoscopy (default 95%)
 passes. Stored in the bundle as ``ood_gate.npz`` (plain arrays, loaded without pickle). numpy only.
 """
 
@@ -31,6 +31,7 @@ class FeatureGate:
     variances: np.ndarray  # (k,)
     residual_variance: float
     threshold: float = float("inf")  # scores above it are withheld; inf until fitted on validation
+    class_means: np.ndarray | None = None  # (C, D) standardised class means: distance to the nearest class
 
     @property
     def dimension(self) -> int:
@@ -42,9 +43,15 @@ class FeatureGate:
         if features.ndim != 2 or features.shape[1] != self.dimension:
             raise ValueError(f"the gate expects features of shape (N, {self.dimension}), got {features.shape}")
         z = (features - self.mean) / self.scale
+        if self.class_means is not None:  # (N, C, D): the distance to each class's mean, the nearest one kept
+            return np.min(self._distance(z[:, None, :] - self.class_means[None]), axis=1)
+        return self._distance(z)
+
+    def _distance(self, z: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance per dimension of standardised, centred features (..., D) under the PPCA covariance."""
         projected = z @ self.components.T
-        residual = np.maximum((z * z).sum(1) - (projected * projected).sum(1), 0.0)
-        return ((projected**2 / self.variances).sum(1) + residual / self.residual_variance) / self.dimension
+        residual = np.maximum((z * z).sum(-1) - (projected * projected).sum(-1), 0.0)
+        return ((projected**2 / self.variances).sum(-1) + residual / self.residual_variance) / self.dimension
 
     def withheld(self, features: np.ndarray) -> np.ndarray:
         """True where an image should be withheld (its score is above the threshold)."""
@@ -61,6 +68,7 @@ class FeatureGate:
             variances=self.variances.astype(np.float32),
             residual_variance=np.float64(self.residual_variance),
             threshold=np.float64(self.threshold),
+            **({} if self.class_means is None else {"class_means": self.class_means.astype(np.float32)}),
         )
         partial.replace(path)
         return path
@@ -79,6 +87,7 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
                 key: np.asarray(arrays[key], dtype=np.float64)
                 for key in ("mean", "scale", "components", "variances", "residual_variance", "threshold")
             }
+            class_means = np.asarray(arrays["class_means"], np.float64) if "class_means" in arrays else None
     except (OSError, EOFError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a valid out-of-distribution gate ({type(error).__name__}: {error})") from None
     if values["residual_variance"].shape != () or values["threshold"].shape != ():
@@ -90,6 +99,7 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
         values["variances"],
         float(values["residual_variance"]),
         float(values["threshold"]),
+        class_means,
     )
     d = gate.dimension if gate.mean.ndim == 1 else -1
     if (
@@ -98,9 +108,11 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
         or gate.components.ndim != 2
         or gate.components.shape[1] != d
         or gate.variances.shape != (gate.components.shape[0],)
+        or (gate.class_means is not None and (gate.class_means.ndim != 2 or gate.class_means.shape[1] != d))
     ):
         raise ValueError(f"{path}: arrays of inconsistent shapes")
     arrays = (gate.mean, gate.scale, gate.components, gate.variances, np.array([gate.residual_variance]))
+    arrays += () if gate.class_means is None else (gate.class_means,)
     if not all(np.isfinite(a).all() for a in arrays) or np.isnan(gate.threshold):
         raise ValueError(f"{path}: the gate holds NaN or infinite values")
     if (gate.scale <= 0).any() or (gate.variances <= 0).any() or gate.residual_variance <= 0:
@@ -108,19 +120,36 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
     return gate
 
 
-def fit_gate(train_features: np.ndarray, components: int = DEFAULT_COMPONENTS) -> FeatureGate:
-    """A gate (threshold not yet set) from the features (N, D) of training images."""
+def fit_gate(
+    train_features: np.ndarray, components: int = DEFAULT_COMPONENTS, labels: np.ndarray | None = None
+) -> FeatureGate:
+    """A gate (threshold not yet set) from the features (N, D) of training images.
+
+    With ``labels``, class-conditional (Lee et al., NeurIPS 2018): one mean per class and a covariance tied
+    across classes (of the features minus their class's mean); an image scores its distance to the nearest
+    class, so the rare classes are not judged by a mean that is two-thirds naevi.
+    """
     x = np.asarray(train_features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError("fit_gate needs features (N, D) of at least two images")
     mean = x.mean(0)
     scale = x.std(0) + 1e-6 * (x.std(0).max() + 1e-12)
     z = (x - mean) / scale
+    class_means = None
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(x),):
+            raise ValueError(f"fit_gate needs one label per image, got {labels.shape} for {len(x)} images")
+        present = np.unique(labels)
+        class_means = np.stack([z[labels == c].mean(0) for c in present])
+        z = z - class_means[np.searchsorted(present, labels)]
     k = min(components, min(z.shape) - 1)
     _, singular, axes = np.linalg.svd(z, full_matrices=False)
     eigen = singular**2 / (len(z) - 1)
     residual = float(eigen[k:].sum() / max(1, z.shape[1] - k)) if z.shape[1] > k else float(eigen[-1])
-    return FeatureGate(mean, scale, axes[:k], np.maximum(eigen[:k], residual), max(residual, 1e-12))
+    return FeatureGate(
+        mean, scale, axes[:k], np.maximum(eigen[:k], residual), max(residual, 1e-12), class_means=class_means
+    )
 
 
 def fit_threshold(gate: FeatureGate, val_features: np.ndarray, target_accept: float = TARGET_ACCEPT) -> FeatureGate:
