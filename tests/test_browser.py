@@ -209,3 +209,50 @@ def test_on_a_phone_a_square_upload_gets_a_square_heatmap_with_a_colour_scale(br
     heatmap.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "phone_heatmap.png"))
     page.close()
+
+
+@pytest.fixture(scope="module")
+def unsure_app_url(tmp_path_factory, fixture_dir):
+    """The app on a copy of the default bundle that is unsure of everything and has a small feature index."""
+    import shutil
+
+    from PIL import Image
+
+    from dermxai.evaluation.gate import _open, features_of
+    from dermxai.inference.similar import fit_index, write_thumbnails
+    from dermxai.models.bundle import read_config, update_config
+
+    root = tmp_path_factory.mktemp("unsure")
+    bundle = Path(shutil.copytree(DEFAULT_MODEL, root / "unsure_model"))
+    update_config(bundle, abstain={**read_config(bundle).abstain, "min_confidence": 0.9999})
+    paths = sorted(fixture_dir.rglob("*.jpg"))[:12]
+    features = features_of(Predictor(bundle), _open(map(str, paths)))
+    fit_index(features, [p.stem for p in paths], [p.stem for p in paths], ["bkl"] * len(paths), 8).save(bundle)
+    write_thumbnails(bundle, ((p.stem, Image.open(p)) for p in paths))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env["DERMXAI_MODEL"] = str(bundle)
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "dermxai.cli", "app", "--port", str(port), "--address", "127.0.0.1"]
+
+    with serve_until_healthy(command, ROOT, env, root / "streamlit.log") as url:
+        yield url
+
+
+def test_an_uncertain_upload_shows_a_differential_and_similar_cases(browser, unsure_app_url):
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(unsure_app_url)
+    page.get_by_text("Not a medical device.", exact=True).wait_for()
+    page.locator('input[type="file"]').set_input_files(str(EXAMPLE))
+    page.get_by_role("heading", name="Most similar to").wait_for()  # an uncertain answer is still an answer
+    note = page.locator('[data-testid="stAlert"]').filter(has_text="Uncertain.")
+    note.wait_for()
+    assert "It could be" in note.inner_text() and "%" in note.inner_text() and "energy" not in note.inner_text()
+    page.get_by_text("Similar confirmed cases").wait_for()
+    thumbnails = page.locator('[data-testid="stImage"]').filter(has_text="bkl ·")
+    thumbnails.first.wait_for()
+    assert thumbnails.count() == 6
+    note.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "phone_uncertain.png"), full_page=True)
+    page.close()

@@ -51,6 +51,9 @@ class FeatureIndex:
     lesion_ids: np.ndarray  # (N,) str
     dx: np.ndarray  # (N,) str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_unit", np.asarray(self.vectors, dtype=np.float32))  # float32 once, for queries
+
     @property
     def dimension(self) -> int:
         return int(self.mean.shape[0])
@@ -68,7 +71,7 @@ class FeatureIndex:
 
         ``exclude_lesions``: lesions left out (a query that is itself in the index, when measuring).
         """
-        similarity = self.embed(features) @ self.vectors.T.astype(np.float32)
+        similarity = self.embed(features) @ self._unit.T
         excluded = set(exclude_lesions)
         answers = []
         for row in similarity:
@@ -127,7 +130,8 @@ def fit_index(
         np.asarray(lesion_ids, dtype=str),
         np.asarray(dx, dtype=str),
     )
-    return FeatureIndex(**{**index.__dict__, "vectors": index.embed(x).astype(np.float16)})
+    fields = {name: getattr(index, name) for name in FeatureIndex.__dataclass_fields__}
+    return FeatureIndex(**{**fields, "vectors": index.embed(x).astype(np.float16)})
 
 
 def load_index(folder: str | Path) -> FeatureIndex | None:
