@@ -102,6 +102,8 @@ def load(url: str, payload: bytes, clients: int, requests: int, timeout: float) 
 def predict_beside_explain(port: int, payload: bytes, requests: int, timeout: float, explainers: int = 3) -> None:
     """/predict latency (1 client) alone, then while ``explainers`` clients keep /explain busy: its p50 and p99."""
     predict_url, explain_url = f"http://127.0.0.1:{port}/predict", f"http://127.0.0.1:{port}/explain"
+    load(predict_url, payload, 1, 2, timeout)  # warm-up of both paths
+    load(explain_url, payload, 1, 1, timeout)
     alone = load(predict_url, payload, 1, requests, timeout)["latency"]
     stop = threading.Event()
 
@@ -140,6 +142,7 @@ def main() -> None:
     parser.add_argument("--explain-requests", type=int, default=32, help="POST /explain requests per level")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--quick", action="store_true", help="16 /predict and 16 /explain requests per level")
+    parser.add_argument("--beside-only", action="store_true", help="only /predict alone and beside 3 /explain clients")
     args = parser.parse_args()
     if args.quick:
         args.predict_requests, args.explain_requests = 16, 16
@@ -158,7 +161,8 @@ def main() -> None:
             "| endpoint | clients | requests | latency ms, median (p5-p95) | requests/s | vs 1 client | "
             "errors | 5xx | other non-200 |\n|---|---|---|---|---|---|---|---|---|"
         )
-        for endpoint, requests in (("/predict", args.predict_requests), ("/explain", args.explain_requests)):
+        levels = () if args.beside_only else (("/predict", args.predict_requests), ("/explain", args.explain_requests))
+        for endpoint, requests in levels:
             url = f"http://127.0.0.1:{port}{endpoint}"
             load(url, payload, 1, 2, args.timeout)  # warm-up
             single = None
