@@ -108,8 +108,9 @@ def calibrate_command(
         console.print(f"decision rule: logit adjustment tau {c['tau']:g} (val balanced accuracy by tau: {by_tau})")
     warning = calibration_warning(c)
     console.print(
-        f"temperature {config.temperature:.3f} (val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
-        f"class-balanced {c['balanced_ece_after']:.3f}, "
+        f"temperature {config.temperature:.3f}{' and class bias' if config.probability_bias else ''} "
+        f"(val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, class-balanced {c['balanced_ece_after']:.3f}, "
+        f"label most probable {c.get('label_is_most_probable', 1):.0%}, "
         f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}); malignant threshold "
         f"{config.malignant_threshold:.3f} (val sensitivity {c['val_sensitivity']:.3f}, "
         f"specificity {c['val_specificity']:.3f}) -> {model}/config.json"

@@ -240,7 +240,7 @@ def calibration_warning(calibration: dict) -> str | None:
     if ece is None or ece <= ECE_BAR:
         return None
     return (
-        f"{CARD_WARNING} On validation, the served probabilities' ECE after temperature scaling is {ece:.3f} "
+        f"{CARD_WARNING} On validation, the served probabilities' ECE after calibration is {ece:.3f} "
         f"(class-balanced {calibration.get('balanced_ece_after', float('nan')):.3f}), above {ECE_BAR}: "
         "read them as scores, not as frequencies."
     )
