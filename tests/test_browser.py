@@ -108,7 +108,7 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     assert chart.bounding_box()["height"] > 100
     heatmap = page.locator('[data-testid="stImage"]').filter(has_text="heatmap for")
     heatmap.wait_for()
-    page.get_by_text("is the method validated for this model").wait_for()
+    page.get_by_text("against lesion masks").wait_for()  # which heatmap method was validated, if any
     page.get_by_text("most influence").wait_for()  # the colour scale
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=stImage] img')].some(i => i.complete && i.naturalWidth >= 100)"
@@ -127,7 +127,7 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     page.screenshot(path=str(SHOTS / "error.png"), full_page=True)
 
     page.get_by_text("Example images").click()
-    page.get_by_role("button", name="bcc", exact=True).click()
+    page.get_by_role("radio", name="bcc", exact=True).click()
     page.get_by_role("heading", name="Most similar to").wait_for()
     page.close()
 
@@ -166,10 +166,10 @@ def test_on_a_phone_an_example_shows_its_true_label_and_the_answer_is_in_the_fir
     page.goto(app_url)
     page.get_by_text("Not a medical device.", exact=True).wait_for()
     page.get_by_text("Example images").first.click()
-    buttons = [page.get_by_role("button", name=p.stem.split("_", 1)[0], exact=True) for p in EXAMPLES.glob("*.jpg")]
+    buttons = [page.get_by_role("radio", name=p.stem.split("_", 1)[0], exact=True) for p in EXAMPLES.glob("*.jpg")]
     rows = {round(b.bounding_box()["y"]) for b in buttons}
     assert len(rows) <= 2, rows  # a compact row (or two) of small buttons, not a full-width stack
-    page.get_by_role("button", name="mel", exact=True).tap()
+    page.get_by_role("radio", name="mel", exact=True).tap()
     heading = page.get_by_role("heading", name="Most similar to")
     heading.wait_for()
     truth = page.locator("p", has_text="True diagnosis of this example")
@@ -250,7 +250,7 @@ def test_an_uncertain_upload_shows_a_differential_and_similar_cases(browser, uns
     note.wait_for()
     assert "It could be" in note.inner_text() and "%" in note.inner_text() and "energy" not in note.inner_text()
     page.get_by_text("Similar confirmed cases").wait_for()
-    thumbnails = page.locator('[data-testid="stImage"]').filter(has_text="bkl ·")
+    thumbnails = page.locator('[data-testid="stImage"]').filter(has_text="bkl ·").locator("img")
     thumbnails.first.wait_for()
     assert thumbnails.count() == 6
     note.scroll_into_view_if_needed()

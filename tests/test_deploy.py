@@ -131,7 +131,7 @@ def test_space_app_serves_a_prediction_in_the_browser(space_env, tmp_path):
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(url)
             page.get_by_text("Example images").click()
-            page.get_by_role("button", name="bcc", exact=True).click()
+            page.get_by_role("radio", name="bcc", exact=True).click()
             heading = page.get_by_role("heading", name="Most similar to")
             heading.wait_for()
             assert heading.inner_text().endswith(f"· {expected}")
