@@ -144,7 +144,7 @@ def probability_chart(prediction: Prediction) -> None:
         .mark_bar()
         .encode(
             x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="probability"),
-            y=alt.Y("class:N", sort=None, title=None),
+            y=alt.Y("class:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
             color=alt.condition("datum.top", alt.value("#c0392b"), alt.value("#95a5a6")),
             tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
         )
