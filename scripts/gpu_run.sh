@@ -13,7 +13,7 @@
 #   1. unpack the carried images into a HAM10000-layout folder;
 #   2. the source study's three backbones (ResNet18, DenseNet121, EfficientNet-B0) from scratch (no ImageNet
 #      weights are reachable there), EPOCHS_SCRATCH epochs at 224x224, bf16 mixed precision, channels_last;
-#   3. the shipped recipe at a higher resolution: EfficientNet-Lite0 fine-tuned from src/dermxai/assets/default_model at 300x400;
+#   3. the shipped recipe at a higher resolution: EfficientNet-Lite0 fine-tuned from members/lite0_light_s0 (the default is now an ensemble) at 300x400;
 #   4. each bundle calibrated on val, then evaluated once on test;
 #   5. float16 weights + configs + metrics packed into $OUT in parts of <= 15 MiB (the device returns at
 #      most 8 files of <= 16 MiB). Rebuild here with: cat OUT/gpu_bundles.tar.part-* | tar -x -C runs/gpu
@@ -60,7 +60,7 @@ read -r FH FW <<<"$SIZE_FINETUNE"
 train resnet18 resnet18 none "$EPOCHS_SCRATCH" "$SH" "$SW" 2e-3 1.0 0.18
 train densenet121 densenet121 none "$EPOCHS_SCRATCH" "$SH" "$SW" 2e-3 1.0 0.40
 train efficientnet_b0 efficientnet_b0 none "$EPOCHS_SCRATCH" "$SH" "$SW" 2e-3 1.0 0.55
-train lite0_hires efficientnet_lite0 src/dermxai/assets/default_model/model.safetensors "$EPOCHS_FINETUNE" "$FH" "$FW" 3e-4 0.5 0.75
+train lite0_hires efficientnet_lite0 members/lite0_light_s0/model.safetensors "$EPOCHS_FINETUNE" "$FH" "$FW" 3e-4 0.5 0.75
 
 for bundle in "$WORK"/runs/*/bundle; do
     [ -f "$bundle/model.safetensors" ] || continue
