@@ -56,37 +56,27 @@ def test_the_vote_breaks_ties_by_similarity():
     assert CLASSES[majority_vote(cases[:2], list(CLASSES))] == "mel"  # one each: the more similar
 
 
+def index_arrays(**changes) -> dict:
+    """The arrays of a valid two-image index of 3 features, with some replaced."""
+    arrays = {
+        "mean": np.zeros(3),
+        "scale": np.ones(3),
+        "components": np.eye(3),
+        "vectors": np.zeros((2, 3)),
+        "image_ids": np.array(["a", "b"]),
+        "lesion_ids": np.array(["a", "b"]),
+        "dx": np.array(["nv", "nv"]),
+    }
+    return {**arrays, **changes}
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
         (lambda p: p.write_bytes(b"not a zip"), "not a valid feature index"),
         (lambda p: np.savez(p, mean=np.zeros(3)), "not a valid feature index"),
-        (
-            lambda p: np.savez(
-                p,
-                mean=np.zeros(3),
-                scale=np.ones(3),
-                components=np.eye(3),
-                vectors=np.zeros((2, 2)),
-                image_ids=np.array(["a", "b"]),
-                lesion_ids=np.array(["a", "b"]),
-                dx=np.array(["nv", "nv"]),
-            ),
-            "inconsistent shapes",
-        ),
-        (
-            lambda p: np.savez(
-                p,
-                mean=np.full(3, np.nan),
-                scale=np.ones(3),
-                components=np.eye(3),
-                vectors=np.zeros((2, 3)),
-                image_ids=np.array(["a", "b"]),
-                lesion_ids=np.array(["a", "b"]),
-                dx=np.array(["nv", "nv"]),
-            ),
-            "NaN",
-        ),
+        (lambda p: np.savez(p, **index_arrays(vectors=np.zeros((2, 2)))), "inconsistent shapes"),
+        (lambda p: np.savez(p, **index_arrays(mean=np.full(3, np.nan))), "NaN"),
     ],
     ids=["not a zip", "missing arrays", "shapes", "NaN"],
 )
