@@ -132,8 +132,7 @@ def fit_gate(
     x = np.asarray(train_features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError("fit_gate needs features (N, D) of at least two images")
-    mean = x.mean(0)
-    scale = x.std(0) + 1e-6 * (x.std(0).max() + 1e-12)
+    mean, scale = standardisation(x)
     z = (x - mean) / scale
     class_means = None
     if labels is not None:
@@ -150,6 +149,11 @@ def fit_gate(
     return FeatureGate(
         mean, scale, axes[:k], np.maximum(eigen[:k], residual), max(residual, 1e-12), class_means=class_means
     )
+
+
+def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale (standard deviation, floored above 0) of features (N, D): shared by the gate and the index."""
+    return x.mean(0), x.std(0) + 1e-6 * (x.std(0).max() + 1e-12)
 
 
 def fit_threshold(gate: FeatureGate, val_features: np.ndarray, target_accept: float = TARGET_ACCEPT) -> FeatureGate:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dermxai.inference.feature_gate import standardisation
+
 INDEX_NAME = "similar_cases.npz"
 THUMBNAILS_NAME = "thumbnails.zip"
 DEFAULT_K = 6
@@ -116,8 +118,7 @@ def fit_index(
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2 or not len(x) == len(image_ids) == len(lesion_ids) == len(dx):
         raise ValueError("fit_index needs features (N, D) of at least two images and N ids, lesions and diagnoses")
-    mean = x.mean(0)
-    scale = x.std(0) + 1e-6 * (x.std(0).max() + 1e-12)
+    mean, scale = standardisation(x)
     z = (x - mean) / scale
     _, _, axes = np.linalg.svd(z, full_matrices=False)
     axes = axes[: min(components, len(axes))]
