@@ -182,3 +182,50 @@ def test_several_files_in_one_request_are_refused_not_silently_dropped(client):
     data = EXAMPLES[0].read_bytes()
     response = client.post("/predict", files=[("file", ("a.jpg", data, "image/jpeg"))] * 3)
     assert response.status_code == 400 and "one image per request" in response.json()["detail"]
+
+
+def test_heatmaps_run_on_one_lower_priority_thread_and_a_full_queue_is_503(api, client, monkeypatch):
+    import os
+    import sys
+
+    predictor = api.state.predictor
+    release, threads = threading.Event(), []
+    real_explain = predictor.explain
+
+    def slow_explain(*args, **kwargs):
+        threads.append(threading.get_native_id())
+        release.wait(30)
+        return real_explain(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "explain", slow_explain)
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.config.port}"
+    data = EXAMPLES[0].read_bytes()
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            # one heatmap runs, eight wait (MAX_WAITING_HEATMAPS); the rest are told the server is busy
+            futures = [pool.submit(httpx.post, url + "/explain", files=upload(data), timeout=120) for _ in range(12)]
+            deadline = time.monotonic() + 30
+            while not threads and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # a prediction is answered while the heatmap thread is held
+            assert httpx.post(url + "/predict", files=upload(data), timeout=30).status_code == 200
+            if sys.platform.startswith("linux"):
+                assert os.getpriority(os.PRIO_PROCESS, threads[0]) > os.getpriority(os.PRIO_PROCESS, 0)
+            time.sleep(1)
+            release.set()
+            answers = [future.result() for future in futures]
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(10)
+    codes = sorted(response.status_code for response in answers)
+    assert codes.count(200) == 9 and codes.count(503) == 3, codes
+    busy = next(response for response in answers if response.status_code == 503)
+    assert busy.json()["reason"] == "busy" and busy.headers["retry-after"]
+    assert len(set(threads)) == 1  # one worker thread makes every heatmap

@@ -66,9 +66,9 @@ def test_the_ensemble_is_calibrated_exported_and_served_as_one_model(ensemble, f
 
 def test_members_that_do_not_fit_together_are_refused_in_one_line(ensemble, tmp_path):
     _, (a, _) = ensemble
-    other = member(tmp_path / "big", "resnet18", 2, size=(64, 64))
-    result = runner.invoke(app, ["ensemble", str(a), str(other), "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "share classes and input size" in result.output
+    small = member(tmp_path / "small", "resnet18", 2, size=(32, 64))
+    result = runner.invoke(app, ["ensemble", str(a), str(small), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "smaller than the first member's" in result.output
     result = runner.invoke(app, ["ensemble", str(a), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "at least two" in result.output
     with pytest.raises(BundleError, match="'members' must be given exactly"):
@@ -95,3 +95,33 @@ def test_served_flip_tta_averages_the_logits_of_the_four_flips_and_keeps_cams_an
     explanation = predictor.explain(Image.fromarray(image))
     assert explanation.cam.shape == (48, 64)
     assert predictor.outputs(pixels)[1].shape[0] == 2  # gate features: one row per image, not per view
+
+
+def test_a_member_trained_at_a_larger_size_sees_the_ensembles_input_upsampled(ensemble, tmp_path):
+    _, (a, _) = ensemble
+    large = member(tmp_path / "large", "resnet18", 3, size=(72, 96))
+    result = runner.invoke(app, ["ensemble", str(a), str(large), "--out", str(tmp_path / "mixed")])
+    assert result.exit_code == 0, result.output
+    model, config = load_bundle(tmp_path / "mixed")
+    assert config.size == (48, 64) and "height" not in config.members[0]
+    assert (config.members[1]["height"], config.members[1]["width"]) == (72, 96)
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        net_a, own_a = load_bundle(a)
+        net_b, own_b = load_bundle(large)
+        assert (own_a.mean, own_a.std) == (own_b.mean, own_b.std)
+        upsampled = torch.nn.functional.interpolate(to_batch(pixels, own_a), size=(72, 96), mode="bilinear")
+        expected = (net_a(to_batch(pixels, own_a)) + net_b(upsampled)) / 2
+        np.testing.assert_allclose(model(to_batch(pixels, config)).numpy(), expected.numpy(), atol=1e-5)
+    assert runner.invoke(app, ["export", "--model", str(tmp_path / "mixed")]).exit_code == 0
+    from PIL import Image
+
+    image = Image.fromarray(pixels[0])
+    on_onnx, on_torch = Predictor(tmp_path / "mixed"), Predictor(tmp_path / "mixed", prefer_onnx=False)
+    assert on_onnx.backend.name == "onnxruntime"
+    for c in CLASSES:
+        assert on_onnx.predict(image).probabilities[c] == pytest.approx(
+            on_torch.predict(image).probabilities[c], abs=1e-4
+        )
+    with pytest.raises(BundleError, match="both or neither"):
+        read_config(tmp_path / "mixed").replace(members=({**config.members[1], "width": None}, config.members[0]))

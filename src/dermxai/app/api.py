@@ -3,7 +3,8 @@
 The model is loaded and checked once, by ``create_app`` (a broken bundle stops it), and shared by all
 requests; the PyTorch model for heatmaps loads beside the server at start-up. Predictions on ONNX Runtime never
 wait for a heatmap (heatmaps run one at a time), and the endpoints run in the thread pool so the event loop
-keeps accepting uploads. Uploads are limited in bytes while they are received, before any parsing.
+keeps accepting uploads; heatmaps run on one low-priority thread (``heatmap_worker``), so the CPU serves
+predictions first, and at most a few wait (then 503, ``reason: "busy"``). Uploads are limited in bytes while they are received, before any parsing.
 Every error is JSON ``{"detail": message, "reason": code}`` with a 4xx status (validation, unknown route and
 method errors included). Only the out-of-distribution gate withholds: ``abstain: true`` and
 ``out_of_distribution: true`` say the image does not look like dermoscopy of one lesion, and then the class
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -30,10 +30,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dermxai import __version__
+from dermxai.app.heatmap_worker import Busy, HeatmapWorker
 from dermxai.inference.bundles import default_bundle
 from dermxai.inference.cams import METHODS
 from dermxai.inference.inputs import MAX_BYTES, InvalidImage
-from dermxai.inference.predictor import Predictor
+from dermxai.inference.predictor import Explanation, Predictor
 
 REASONS = {
     400: "bad_request",
@@ -121,11 +122,12 @@ async def read_upload(request: Request, upload: UploadFile, limit: int) -> bytes
 def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) -> FastAPI:
     """The API serving one bundle (default: ``$DERMXAI_MODEL`` or the installed default model), loaded now."""
     predictor = Predictor(model_dir or default_bundle(), max_bytes=max_bytes)  # a broken bundle raises here
+    heatmaps = HeatmapWorker()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        # the heatmap model loads beside the server, so neither /predict nor the first /explain waits on start-up
-        threading.Thread(target=predictor.warm, name="dermxai-warm", daemon=True).start()
+        # the heatmap model loads on the heatmap thread: neither /predict nor the first /explain waits on start-up
+        heatmaps.submit(predictor.warm)
         yield
 
     api = FastAPIOffline(  # FastAPI with Swagger UI 5 and ReDoc served from the package: no CDN
@@ -147,6 +149,11 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
     @api.exception_handler(InvalidImage)
     async def invalid_image(request: Request, error: InvalidImage) -> JSONResponse:
         return JSONResponse({"detail": str(error), "reason": error.reason}, STATUS.get(error.reason, 400))
+
+    @api.exception_handler(Busy)
+    async def busy(request: Request, error: Busy) -> JSONResponse:
+        detail = f"The server is busy making heatmaps ({error}); try again in a few seconds."
+        return JSONResponse({"detail": detail, "reason": "busy"}, 503, headers={"Retry-After": "5"})
 
     @api.exception_handler(Stalled)
     async def stalled(request: Request, error: Stalled) -> JSONResponse:
@@ -228,9 +235,14 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
         if target_class is not None and target_class not in predictor.classes:
             raise HTTPException(400, f"unknown class {target_class!r}: use one of {', '.join(predictor.classes)}")
         data = await read_upload(request, file, max_bytes)
-        explanation = await run_in_threadpool(predictor.explain, data, method, target_class)
-        buffer = io.BytesIO()
-        explanation.overlay(opacity).save(buffer, format="PNG")
+
+        def heatmap() -> tuple[Explanation, bytes]:
+            explanation = predictor.explain(data, method, target_class)
+            buffer = io.BytesIO()
+            explanation.overlay(opacity).save(buffer, format="PNG")  # PNG encoding off the event loop too
+            return explanation, buffer.getvalue()
+
+        explanation, png = await heatmaps.run(heatmap)
         p = explanation.prediction
         headers = {
             "X-Dermxai-Top-Class": p.top_class,
@@ -239,6 +251,6 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
             "X-Dermxai-Model-Id": p.model_id,
             "X-Dermxai-Abstain": str(p.abstain).lower(),
         }
-        return Response(buffer.getvalue(), media_type="image/png", headers=headers)
+        return Response(png, media_type="image/png", headers=headers)
 
     return api

@@ -135,10 +135,15 @@ class BundleConfig:
                 and isinstance(m.get("arch"), str)
                 and _numbers(m.get("mean"), 3)
                 and _numbers(m.get("std"), 3)
+                and ("height" in m) == ("width" in m)
+                and all(isinstance(m.get(k, 1), int) and m.get(k, 1) > 0 for k in ("height", "width"))
                 for m in self.members
             )
         ):
-            raise BundleError("'members' must list two records (one with flip_tta) with 'arch', 'mean' and 'std'")
+            raise BundleError(
+                "'members' must list two records (one with flip_tta) with 'arch', 'mean' and 'std' "
+                "(and both or neither of a positive 'height' and 'width')"
+            )
 
     def _check_served(self) -> None:
         """What turns logits into the served answer: decision rule, temperature, thresholds, layers."""

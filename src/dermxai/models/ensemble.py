@@ -3,8 +3,10 @@
 The ensemble serves the **mean of the members' logits** (a normalised geometric mean of their
 probabilities), not the mean of their probabilities: it keeps one logit vector per image, so the decision
 rule, the temperature, the energy-based abstention, the gate and the CAMs work on it exactly as on a single
-model, and ``dermxai calibrate`` fits them on the ensemble's own validation outputs. Every member sees the
-same input size; each re-normalises the ensemble's input to its own mean and std inside the graph.
+model, and ``dermxai calibrate`` fits them on the ensemble's own validation outputs. The ensemble is served at
+its first member's input size; each member re-normalises that input to its own mean and std inside the graph,
+and a member trained at a larger size sees it upsampled (bilinear, as PIL upsamples training images), so a
+high-resolution member joins members of the usual size in one graph.
 
 With ``flips`` the graph also averages the logits over the four flips of the input (identity, left-right,
 upside-down, both: the symmetries that keep its shape), so test-time augmentation is served, calibrated and
@@ -20,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class MeanLogits(nn.Module):
-    """``members`` applied to one input batch (and its flips when ``flips``); returns the mean of their logits."""
+    """``members`` applied to one input batch (and its flips when ``flips``); returns the mean of their logits.
+
+    ``sizes``: each member's input size (height, width), or None where it takes the ensemble's input as it is.
+    """
 
     def __init__(
         self,
@@ -32,10 +38,12 @@ class MeanLogits(nn.Module):
         norms: Sequence[tuple[Sequence[float], Sequence[float]]],
         served: tuple[Sequence[float], Sequence[float]],
         flips: bool = False,
+        sizes: Sequence[tuple[int, int] | None] | None = None,
     ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.flips = flips
+        self.sizes = list(sizes or [None] * len(members))
         mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in served)
         # x_member = (x * std + mean - mean_m) / std_m = x * scale_m + shift_m
         scales = [std / torch.tensor(s, dtype=torch.float32).view(1, 3, 1, 1) for _, s in norms]
@@ -48,8 +56,10 @@ class MeanLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = []
-        for member, scale, shift in zip(self.members, self.scales, self.shifts):
+        for member, scale, shift, size in zip(self.members, self.scales, self.shifts, self.sizes):
             view = x * scale + shift
+            if size is not None and tuple(view.shape[-2:]) != tuple(size):
+                view = F.interpolate(view, size=tuple(size), mode="bilinear", align_corners=False)
             out = member(view)
             if self.flips:  # the three other views in one batch, after the identity view
                 flipped = member(torch.cat([view.flip(3), view.flip(2), view.flip(2, 3)]))
@@ -77,16 +87,19 @@ def build_ensemble(
     num_classes: int,
     flips: bool = False,
 ) -> MeanLogits:
-    """An untrained :class:`MeanLogits` for the member records of a bundle config (``arch``, ``mean``, ``std``)."""
+    """An untrained :class:`MeanLogits` for the member records of a bundle config (``arch``, ``mean``, ``std``,
+    and ``height``/``width`` where a member's input size differs from the ensemble's)."""
     from dermxai.models.registry import create_model
 
     nets = [create_model(m["arch"], weights="none", num_classes=num_classes)[0] for m in members]
-    return MeanLogits(nets, [(m["mean"], m["std"]) for m in members], served_norm, flips)
+    sizes = [(m["height"], m["width"]) if "height" in m else None for m in members]
+    return MeanLogits(nets, [(m["mean"], m["std"]) for m in members], served_norm, flips, sizes)
 
 
 def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 0, flips: bool = False) -> Path:
     """Write an ensemble bundle of ``member_dirs`` to ``out``; heatmaps and gate come from ``explain_member``;
     ``flips`` serves the mean over the four flips too (one member is then allowed: a model with served TTA).
+    The ensemble's input size is the first member's; the others' may be larger (they see it upsampled).
 
     The new bundle is uncalibrated (no decision rule, temperature 1, no threshold, no gate): run
     ``dermxai calibrate`` and ``dermxai gate --write`` on it, as on any bundle, to fit them on its own outputs.
@@ -103,12 +116,19 @@ def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 
     for folder, config in zip(member_dirs, configs):
         if config.members is not None:
             raise BundleError(f"{folder} is itself an ensemble: list its members instead")
-        if config.classes != first.classes or config.size != first.size:
+        if config.classes != first.classes:
             raise BundleError(
-                f"{folder}: members must share classes and input size ({first.height}x{first.width}, "
-                f"{', '.join(first.classes)}), not {config.height}x{config.width}, {', '.join(config.classes)}"
+                f"{folder}: members must share classes ({', '.join(first.classes)}), not {', '.join(config.classes)}"
             )
-    model = MeanLogits([m for m, _ in loaded], [(c.mean, c.std) for c in configs], (first.mean, first.std), flips)
+        if config.height < first.height or config.width < first.width:
+            raise BundleError(
+                f"{folder}: its input size {config.height}x{config.width} is smaller than the first member's "
+                f"({first.height}x{first.width}, the ensemble's): list the member with the smallest input first"
+            )
+    sizes = [None if c.size == first.size else c.size for c in configs]
+    model = MeanLogits(
+        [m for m, _ in loaded], [(c.mean, c.std) for c in configs], (first.mean, first.std), flips, sizes
+    )
     records = tuple(
         {
             "arch": c.arch,
@@ -119,6 +139,7 @@ def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 
             "val_bacc": c.val_bacc,
             "seed": c.seed,
             "recipe": c.recipe,
+            **({} if c.size == first.size else {"height": c.height, "width": c.width}),
         }
         for folder, c in zip(member_dirs, configs)
     )
