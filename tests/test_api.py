@@ -118,14 +118,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_twenty_concurrent_requests_on_a_real_server(api, client):
-    expected = {path.name: client.post("/predict", files=upload(path.read_bytes())).json() for path in EXAMPLES}
+def start_server(api) -> tuple[uvicorn.Server, threading.Thread]:
+    """uvicorn serving ``api`` on a free local port, in a thread; returns once it has started."""
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
+    return server, thread
+
+
+def test_twenty_concurrent_requests_on_a_real_server(api, client):
+    expected = {path.name: client.post("/predict", files=upload(path.read_bytes())).json() for path in EXAMPLES}
+    server, thread = start_server(api)
     url = f"http://127.0.0.1:{server.config.port}"
     # 20 requests at once, every fifth a CAM: its hooks must not leak into the predictions running beside it
     jobs = [(EXAMPLES[n % len(EXAMPLES)], "/explain" if n % 5 == 0 else "/predict") for n in range(20)]
@@ -198,12 +204,7 @@ def test_heatmaps_run_on_one_lower_priority_thread_and_a_full_queue_is_503(api, 
         return real_explain(*args, **kwargs)
 
     monkeypatch.setattr(predictor, "explain", slow_explain)
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    server, thread = start_server(api)
     url = f"http://127.0.0.1:{server.config.port}"
     data = EXAMPLES[0].read_bytes()
     try:
