@@ -1,12 +1,12 @@
 # Entry points: `make demo` (install + run the main job), `make app` (the web app), `make test` (the test suite, minutes)
-# and `make test-deploy` (the deploy tests: a fresh Space environment, ~18 min).
+# and `make test-slow` (slow end-to-end runs and the deploy tests, ~25 min; `make test-deploy`: the deploy tests).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/ham10000
 MODEL ?= src/dermxai/assets/default_model
 
-.PHONY: install demo app lint test test-deploy bench clean
+.PHONY: install demo app lint test test-slow test-deploy bench clean
 
 $(BIN)/dermxai: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,10 @@ lint: install  # code shape: ruff (lint + format), the import layers (import-lin
 test: install  # pytest's exit code 5 (no tests collected) counts as a failure
 	$(BIN)/python -m pytest; status=$$?; if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status
 
-test-deploy: install  # the slow end-to-end deploy tests (a fresh venv with PyTorch, ~18 min): not in `make test`
+test-slow: install  # what `make test` leaves out: slow end-to-end runs and the deploy tests (~25 min)
+	$(BIN)/python -m pytest -m 'slow or deploy'
+
+test-deploy: install  # the deploy tests alone (a fresh venv with PyTorch, ~18 min)
 	$(BIN)/python -m pytest -m deploy tests/test_deploy.py
 
 bench: install  # every benchmark in quick mode, one after another; see benchmarks/RESULTS.md for full runs

@@ -29,3 +29,13 @@ def real_data() -> Path:
     if not (REAL_DATA / "HAM10000_metadata.csv").is_file():
         pytest.skip(f"real HAM10000 data not found: place the copy at {REAL_DATA} to run this test")
     return REAL_DATA
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Say in one line how to run the tests that `make test` leaves out."""
+    marked = ("slow", "deploy")
+    deselected = sum(
+        any(item.get_closest_marker(m) for m in marked) for item in terminalreporter.stats.get("deselected", [])
+    )
+    if deselected:
+        terminalreporter.write_line(f"{deselected} slow or deploy test(s) deselected: `make test-slow` runs them")

@@ -27,6 +27,16 @@ CASES = {
         lambda: encoded(Image.merge("RGB", [Image.linear_gradient("L").resize((9000, 6600))] * 3), "JPEG", quality=90),
         "ok 1125x825",
     ),
+    "progressive RGB JPEG 4:4:4, 60 MP": (
+        lambda: encoded(
+            Image.merge("RGB", [Image.linear_gradient("L").resize((9000, 6600))] * 3),
+            "JPEG",
+            quality=90,
+            progressive=True,
+            subsampling=0,
+        ),
+        "ok 1125x825",
+    ),
     "RGBA PNG, 23 MP (largest accepted)": (lambda: encoded(Image.new("RGBA", (4800, 4800)), "PNG"), "ok 1200x1200"),
     "float TIFF, 23 MP (largest accepted)": (
         lambda: encoded(Image.new("F", (4800, 4800)), "TIFF", compression="tiff_deflate"),

@@ -184,6 +184,32 @@ def test_a_body_that_stops_arriving_times_out():
         asyncio.run(middleware({"type": "http", "headers": []}, stalled_receive, None))
 
 
+def test_a_real_server_answers_a_stalled_upload_with_a_json_408():
+    """Headers and the start of a body, then nothing: the server answers and closes, it does not wait for ever."""
+    import json
+
+    server, thread = start_server(create_app(DEFAULT_MODEL, max_bytes=LIMIT, body_timeout_s=0.5))
+    try:
+        with socket.create_connection(("127.0.0.1", server.config.port), timeout=20) as sock:
+            head = (
+                "POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+            )
+            sock.sendall(head.encode())
+            started, answer = time.monotonic(), b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and answer.split(b"\r\n\r\n", 1)[1].endswith(b"}"):
+                    break
+        assert time.monotonic() - started < 15
+        status, body = answer.split(b"\r\n", 1)[0], answer.split(b"\r\n\r\n", 1)[1]
+        assert b" 408 " in status, answer[:300]
+        assert json.loads(body)["reason"] == "timeout"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 def test_several_files_in_one_request_are_refused_not_silently_dropped(client):
     data = EXAMPLES[0].read_bytes()
     response = client.post("/predict", files=[("file", ("a.jpg", data, "image/jpeg"))] * 3)

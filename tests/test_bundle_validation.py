@@ -70,6 +70,9 @@ GATE_CASES = {
         ),
         "the gate expects 10 features",
     ),
+    "threshold +inf (gate off)": (lambda b: edit_gate(b, threshold=np.float64("inf")), "threshold is inf"),
+    "threshold -inf (withholds all)": (lambda b: edit_gate(b, threshold=np.float64("-inf")), "threshold is -inf"),
+    "an archive with no arrays": (lambda b: np.savez(b / GATE_NAME), "not a valid"),
     "a folder": (lambda b: ((b / GATE_NAME).unlink(), (b / GATE_NAME).mkdir()), "not a file"),
     "truncated": (lambda b: (b / GATE_NAME).write_bytes((b / GATE_NAME).read_bytes()[:100]), "not a valid"),
     "a member of the wrong type": (lambda b: edit_gate(b, threshold=np.array("high")), "not a valid"),
@@ -84,14 +87,35 @@ def test_a_broken_gate_is_refused_at_load_not_switched_off(bundle, case):
         Predictor(bundle)
 
 
-def test_the_cli_and_the_server_refuse_a_broken_bundle_in_one_line(bundle):
-    edit_config(bundle, temperature=float("inf"))
+CLI_CASES = {
+    "temperature Infinity": (lambda b: edit_config(b, temperature=float("inf")), "temperature"),
+    "gate_layer bogus": (lambda b: edit_config(b, gate_layer="blocks.99"), "gate_layer"),
+    "cam_layer bogus": (lambda b: edit_config(b, cam_layer="blocks.99"), "cam_layer"),
+    "the gate a folder": (GATE_CASES["a folder"][0], "not a file"),
+    "a gate member of the wrong type": (GATE_CASES["a member of the wrong type"][0], "not a valid"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_the_cli_and_the_server_refuse_a_broken_bundle_in_one_line(bundle, case):
+    damage, words = CLI_CASES[case]
+    damage(bundle)
     image = str(next(EXAMPLES.glob("*.jpg")))
     for args in (["predict", image, "--model", str(bundle)], ["serve", "--model", str(bundle), "--port", "8765"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
-        assert "temperature" in result.output and "Traceback" not in result.output
+        assert words in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) <= 2
+
+
+def test_evaluate_refuses_a_broken_bundle_before_reading_any_image(bundle, tmp_path):
+    """A NaN bundle fails at once, not after a whole evaluation (the data folder here holds no images)."""
+    edit_config(bundle, logit_bias=[float("nan")] * 7)
+    data = tmp_path / "no_images"
+    data.mkdir()
+    result = runner.invoke(app, ["evaluate", "--model", str(bundle), "--data", str(data), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "logit_bias" in result.output and "Traceback" not in result.output
 
 
 def test_a_config_that_relabels_the_outputs_is_refused(tmp_path):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -126,10 +128,18 @@ def test_training_options_and_files_that_cannot_work(fixture_dir, splits, tmp_pa
     one_line_error(train(fixture_dir, splits["leaky"], tmp_path / "run"), 2, "leaky split", "--allow-leaky-split")
 
 
-def test_a_hostile_checkpoint_is_refused_on_resume(fixture_dir, splits, tmp_path):
+def cut_off_archive() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", b"x" * 4096)
+    return buffer.getvalue()[:1000]
+
+
+@pytest.mark.parametrize("content", [lambda: pickle.dumps(Exploit()), cut_off_archive], ids=["pickle", "cut off"])
+def test_a_hostile_or_damaged_checkpoint_is_refused_on_resume(fixture_dir, splits, tmp_path, content):
     """In a process of its own: Lightning's loggers outlive CliRunner's captured streams."""
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps(Exploit()))
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(content())
     args = ["--data", str(fixture_dir), "--split", str(splits["good"]), "--out", str(tmp_path / "run")]
     result = subprocess.run(
         [sys.executable, "-m", "dermxai.cli", "train", *args, *TINY_RUN, "--resume"], capture_output=True, text=True
@@ -137,6 +147,21 @@ def test_a_hostile_checkpoint_is_refused_on_resume(fixture_dir, splits, tmp_path
     assert result.returncode == 2, result.stderr[-2000:]
     assert "last.ckpt is refused" in result.stderr and "Traceback" not in result.stderr
     assert "pwned" not in result.stdout + result.stderr
+
+
+def test_a_model_trained_on_an_allowed_leaky_split_says_so_in_its_bundle(fixture_dir, splits, tmp_path):
+    import json
+
+    args = ["--data", str(fixture_dir), "--split", str(splits["leaky"]), "--out", str(tmp_path / "run")]
+    result = subprocess.run(
+        [sys.executable, "-m", "dermxai.cli", "train", *args, *TINY_RUN, "--allow-leaky-split"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    bundle = tmp_path / "run" / "bundle"
+    assert "lesion" in json.loads((bundle / "config.json").read_text())["leaky_split"]
+    assert (bundle / "MODEL_CARD.md").read_text().startswith("**LEAKY SPLIT**")
 
 
 def test_evaluate_refuses_a_leaky_split_unless_allowed_and_then_says_so_first(bundle, fixture_dir, splits, tmp_path):

@@ -8,6 +8,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from dermxai.models.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +40,7 @@ def test_pack_unpack_round_trip_keeps_every_byte(tmp_path, fixture_dir):
     assert (original.set_index("image_id")["dx"] == rebuilt.set_index("image_id")["dx"]).all()
 
 
+@pytest.mark.slow  # about 3 minutes on 2 cores: `make test-slow`
 def test_gpu_command_runs_on_cpu_with_a_tiny_config_and_returns_small_parts(tmp_path, fixture_dir):
     packed = tmp_path / "packed" / "fixture"
     subprocess.run(

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from hostile_files import CASES
+from hostile_files import CASES, encoded
 
 CAP_MIB = 400  # the issue's bar is +500 MB of peak RSS per request, alone or three at a time
 
@@ -52,3 +52,39 @@ def test_decoding_stays_within_the_memory_cap(tmp_path_factory, case, copies):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("side", "most_at_once"), [(2400, 1), (200, 3)], ids=["large: one at a time", "small: side by side"]
+)
+def test_large_decodes_take_turns(monkeypatch, side, most_at_once):
+    """Three threads decode at once; only decodes above LARGE_DECODE_BYTES are serialised."""
+    import threading
+    import time
+
+    from PIL import Image, ImageFile
+
+    from dermxai.inference import inputs
+
+    data = encoded(Image.new("RGBA", (side, side)), "PNG")
+    assert (side * side * 4 > inputs.LARGE_DECODE_BYTES) == (most_at_once == 1)
+    running, peak, lock, real_load = [0], [0], threading.Lock(), ImageFile.ImageFile.load
+
+    def counted_load(self):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.3)
+        try:
+            return real_load(self)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counted_load)
+    threads = [threading.Thread(target=inputs.read_image, args=(data,)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == most_at_once

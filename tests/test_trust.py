@@ -83,6 +83,34 @@ def test_the_class_conditional_gate_is_fair_to_a_rare_class_that_one_gaussian_wi
     assert loaded.class_means.shape == (2, 20) and np.allclose(loaded.scores(test), conditional.scores(test), rtol=1e-4)
 
 
+def test_class_scales_keep_a_more_varied_class_from_being_withheld_more(tmp_path):
+    """A class whose lesions vary more sits farther from its own mean; its scale (the median training distance)
+    brings its withheld share to the others'."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(4)
+    centres = np.zeros((2, 20))
+    centres[1, :5] = 8.0
+
+    def draw(n_common: int, n_varied: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.r_[np.zeros(n_common, int), np.ones(n_varied, int)]
+        spread = np.where(labels == 1, 1.8, 1.0)[:, None]
+        return centres[labels] + spread * rng.normal(size=(len(labels), 20)), labels
+
+    (train, labels), (val, _), (test, test_labels) = draw(3000, 150), draw(1500, 75), draw(1500, 300)
+    scaled = fit_threshold(fit_gate(train, components=8, labels=labels), val, 0.95)
+    unscaled = fit_threshold(replace(scaled, class_scales=None), val, 0.95)
+    varied = test_labels == 1
+    assert unscaled.withheld(test[varied]).mean() > 0.5  # the tied covariance fits the common class
+    shares = [scaled.withheld(test[varied]).mean(), scaled.withheld(test[~varied]).mean()]
+    assert max(shares) < 2 * scaled.withheld(test).mean()
+    assert scaled.withheld(rng.normal(size=(200, 20)) + 25).all()
+    loaded = load_gate(scaled.save(tmp_path).parent)
+    assert np.allclose(loaded.class_scales, scaled.class_scales) and np.allclose(
+        loaded.scores(test), scaled.scores(test)
+    )
+
+
 def test_a_malformed_gate_file_is_a_clear_error(tmp_path):
     (tmp_path / GATE_NAME).write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="not a valid out-of-distribution gate"):

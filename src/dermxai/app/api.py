@@ -119,8 +119,11 @@ async def read_upload(request: Request, upload: UploadFile, limit: int) -> bytes
     return b"".join(parts)
 
 
-def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) -> FastAPI:
-    """The API serving one bundle (default: ``$DERMXAI_MODEL`` or the installed default model), loaded now."""
+def create_app(
+    model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES, body_timeout_s: float = BODY_TIMEOUT_S
+) -> FastAPI:
+    """The API serving one bundle (default: ``$DERMXAI_MODEL`` or the installed default model), loaded now;
+    a request body that stops arriving for ``body_timeout_s`` seconds is answered 408."""
     predictor = Predictor(model_dir or default_bundle(), max_bytes=max_bytes)  # a broken bundle raises here
     heatmaps = HeatmapWorker()
 
@@ -144,7 +147,7 @@ def create_app(model_dir: str | Path | None = None, max_bytes: int = MAX_BYTES) 
     )
 
     api.state.predictor = predictor
-    api.add_middleware(BodyLimit, limit=max_bytes + MULTIPART_OVERHEAD)
+    api.add_middleware(BodyLimit, limit=max_bytes + MULTIPART_OVERHEAD, timeout=body_timeout_s)
 
     @api.exception_handler(InvalidImage)
     async def invalid_image(request: Request, error: InvalidImage) -> JSONResponse:

@@ -42,7 +42,13 @@ def evaluate_command(
     from dermxai.data.audit import leak_finding
     from dermxai.data.splits import read_split
     from dermxai.evaluation.evaluate import evaluate, from_labels, from_split
+    from dermxai.models.bundle import validate_bundle
 
+    if bootstrap < 1:
+        raise ValueError(f"--bootstrap must be at least 1, not {bootstrap}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
+    validate_bundle(model)  # a broken bundle fails now, before any image is read
     leak = None
     if labels is not None and data is None and split is None:
         eval_set = from_labels(labels, images)
@@ -53,13 +59,6 @@ def evaluate_command(
             raise ValueError(f"{split} is a leaky split: {leak}; refused (pass --allow-leaky-split to use it)")
     else:
         raise ValueError("give either --data DIR --split SPLIT.csv [--subset test] or --images DIR --labels CSV")
-    if bootstrap < 1:
-        raise ValueError(f"--bootstrap must be at least 1, not {bootstrap}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, not {batch_size}")
-    from dermxai.models.bundle import validate_bundle
-
-    validate_bundle(model)  # a broken bundle fails now, not after the whole evaluation
     metrics = evaluate(
         model,
         eval_set,

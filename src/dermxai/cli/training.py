@@ -55,7 +55,7 @@ def train_command(
     augment: Annotated[
         str,
         typer.Option(
-            help="full: flips, turns, rotation, crops and colour jitter; light: flips, turns and brightness; none."
+            help="full: flips, turns, rotation, crops and colour jitter; light: flips, turns and brightness; medium: light plus mild crops, shifts and colour jitter; none."
         ),
     ] = "full",
     select_on: Annotated[

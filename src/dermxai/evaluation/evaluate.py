@@ -27,6 +27,7 @@ from dermxai.evaluation.metrics import (
 )
 from dermxai.evaluation.predict import load_images, predict_logits
 from dermxai.evaluation.subgroups import subgroup_table
+from dermxai.inference.onnx_backend import load_backend
 from dermxai.machine import describe_machine
 from dermxai.models.bundle import BundleConfig, load_bundle
 from dermxai.probabilities import softmax
@@ -110,14 +111,17 @@ def evaluate(
     ``leak``: the audit's finding when the split is knowingly leaky (recorded, and the report's first line).
     """
     model, config = load_bundle(bundle)
-    model = model.to("cuda") if torch.cuda.is_available() else model  # a lent GPU scores in seconds
+    if torch.cuda.is_available():  # a lent GPU scores in seconds
+        scorer = model.to("cuda")
+    else:  # what is served: the bundle's ONNX graph when it is current, else PyTorch
+        scorer = load_backend(bundle, model=model)
     classes = list(config.classes)
     unknown = sorted(set(eval_set.table["dx"]) - set(classes))
     if unknown:
         raise DatasetError(f"labels {', '.join(unknown)} are not among the model's classes {', '.join(classes)}")
     images = load_images(eval_set.table, config.size, cache_dir, eval_set.full_table)
     start = time.perf_counter()
-    logits = predict_logits(model, config, images, tta=tta, batch_size=batch_size)
+    logits = predict_logits(scorer, config, images, tta=tta, batch_size=batch_size)
     seconds = time.perf_counter() - start
     y = eval_set.table["dx"].map(classes.index).to_numpy()
     calibrated = config.malignant_threshold is not None
@@ -149,6 +153,7 @@ def evaluate(
             "tta": tta,
             "tta_views": (8 if config.height == config.width else 4) if tta else 1,
             "inference_s": round(seconds, 2),
+            "backend": "pytorch-cuda" if isinstance(scorer, torch.nn.Module) else scorer.name,
             "bootstrap": {
                 "resamples": n_bootstrap,
                 "seed": seed,

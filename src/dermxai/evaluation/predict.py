@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -30,27 +31,45 @@ def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
     return views
 
 
+class LogitsBackend(Protocol):
+    def logits(self, batch: np.ndarray) -> np.ndarray: ...
+
+
 def predict_logits(
-    model: nn.Module, config: BundleConfig, images_uint8_nhwc: np.ndarray, tta: bool = False, batch_size: int = 64
+    model: nn.Module | LogitsBackend,
+    config: BundleConfig,
+    images_uint8_nhwc: np.ndarray,
+    tta: bool = False,
+    batch_size: int = 64,
 ) -> np.ndarray:
-    """Logits (N, C) for uint8 NHWC images at the bundle's height x width.
+    """Logits (N, C) for uint8 NHWC images at the bundle's height x width, from a PyTorch model or a serving
+    backend (ONNX Runtime: what is served, and about 2.5x faster on a CPU).
 
     With ``tta`` the result is log(mean of softmax over the views): softmax of it gives the averaged
     probabilities, and dividing it by the bundle temperature applies calibration as for plain logits.
     """
     if len(images_uint8_nhwc) == 0:
         return np.zeros((0, len(config.classes)), dtype=np.float32)
-    device = next(model.parameters()).device
-    model.eval()
+    if isinstance(model, nn.Module):
+        device = next(model.parameters()).device
+        model.eval()
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            return model(batch.to(device)).float().cpu()
+    else:
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(model.logits(batch.contiguous().numpy())).float()
+
     out = []
     with torch.no_grad():
         for start in range(0, len(images_uint8_nhwc), batch_size):
-            batch = to_batch(images_uint8_nhwc[start : start + batch_size], config).to(device)
+            batch = to_batch(images_uint8_nhwc[start : start + batch_size], config)
             if tta:
-                probs = torch.stack([model(v).float().softmax(1) for v in tta_views(batch)]).mean(0)
-                out.append(probs.clamp_min(1e-12).log().cpu())
+                probs = torch.stack([run(v).softmax(1) for v in tta_views(batch)]).mean(0)
+                out.append(probs.clamp_min(1e-12).log())
             else:
-                out.append(model(batch).float().cpu())
+                out.append(run(batch))
     return torch.cat(out).numpy()
 
 

@@ -4,8 +4,10 @@ Gaussians fitted to the model's features of the *training* images (see ``models/
 diagnosis and one covariance tied across them, of probabilistic-PCA form: the top ``k`` principal axes of the
 standardised, class-centred features keep their own variances, the rest share one (Tipping & Bishop 1999).
 The score is the Mahalanobis distance to the nearest class mean (Lee et al., NeurIPS 2018), divided by the
-number of features; images far from every diagnosis score high. (Gates fitted before this have a single mean.) The threshold is fitted on *validation* images so that a chosen share of dermoscopy (default 95%)
-passes. Stored in the bundle as ``ood_gate.npz`` (plain arrays, loaded without pickle). numpy only.
+number of features and by that class's own scale (the median distance of its training images to its mean), so a
+diagnosis whose lesions vary more (vascular lesions, bcc) is not withheld more often for it; images far from every
+diagnosis score high. (Gates fitted before this have a single mean, or no class scales.) The threshold is fitted on
+*validation* images so that a chosen share of dermoscopy (default 95%) passes. Stored in the bundle as ``ood_gate.npz`` (plain arrays, loaded without pickle). numpy only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class FeatureGate:
     residual_variance: float
     threshold: float = float("inf")  # scores above it are withheld; inf until fitted on validation
     class_means: np.ndarray | None = None  # (C, D) standardised class means: distance to the nearest class
+    class_scales: np.ndarray | None = None  # (C,) median training distance of each class to its own mean
 
     @property
     def dimension(self) -> int:
@@ -44,8 +47,13 @@ class FeatureGate:
             raise ValueError(f"the gate expects features of shape (N, {self.dimension}), got {features.shape}")
         z = (features - self.mean) / self.scale
         if self.class_means is not None:  # (N, C, D): the distance to each class's mean, the nearest one kept
-            return np.min(self._distance(z[:, None, :] - self.class_means[None]), axis=1)
+            return np.min(self.class_distances(z), axis=1)
         return self._distance(z)
+
+    def class_distances(self, z: np.ndarray) -> np.ndarray:
+        """(N, C) distance of standardised features to each class mean, over that class's scale when it has one."""
+        distances = self._distance(z[:, None, :] - self.class_means[None])
+        return distances if self.class_scales is None else distances / self.class_scales
 
     def _distance(self, z: np.ndarray) -> np.ndarray:
         """Mahalanobis distance per dimension of standardised, centred features (..., D) under the PPCA covariance."""
@@ -69,6 +77,7 @@ class FeatureGate:
             residual_variance=np.float64(self.residual_variance),
             threshold=np.float64(self.threshold),
             **({} if self.class_means is None else {"class_means": self.class_means.astype(np.float32)}),
+            **({} if self.class_scales is None else {"class_scales": self.class_scales.astype(np.float64)}),
         )
         partial.replace(path)
         return path
@@ -88,6 +97,7 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
                 for key in ("mean", "scale", "components", "variances", "residual_variance", "threshold")
             }
             class_means = np.asarray(arrays["class_means"], np.float64) if "class_means" in arrays else None
+            class_scales = np.asarray(arrays["class_scales"], np.float64) if "class_scales" in arrays else None
     except (OSError, EOFError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a valid out-of-distribution gate ({type(error).__name__}: {error})") from None
     if values["residual_variance"].shape != () or values["threshold"].shape != ():
@@ -100,6 +110,7 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
         float(values["residual_variance"]),
         float(values["threshold"]),
         class_means,
+        class_scales,
     )
     d = gate.dimension if gate.mean.ndim == 1 else -1
     if (
@@ -109,14 +120,22 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
         or gate.components.shape[1] != d
         or gate.variances.shape != (gate.components.shape[0],)
         or (gate.class_means is not None and (gate.class_means.ndim != 2 or gate.class_means.shape[1] != d))
+        or (
+            gate.class_scales is not None
+            and (gate.class_means is None or gate.class_scales.shape != (gate.class_means.shape[0],))
+        )
     ):
         raise ValueError(f"{path}: arrays of inconsistent shapes")
     arrays = (gate.mean, gate.scale, gate.components, gate.variances, np.array([gate.residual_variance]))
-    arrays += () if gate.class_means is None else (gate.class_means,)
-    if not all(np.isfinite(a).all() for a in arrays) or np.isnan(gate.threshold):
+    arrays += tuple(a for a in (gate.class_means, gate.class_scales) if a is not None)
+    if not all(np.isfinite(a).all() for a in arrays):
         raise ValueError(f"{path}: the gate holds NaN or infinite values")
+    if not np.isfinite(gate.threshold):  # +inf would switch the gate off, -inf withhold everything
+        raise ValueError(f"{path}: the gate's threshold is {gate.threshold}, not a number fitted on validation")
     if (gate.scale <= 0).any() or (gate.variances <= 0).any() or gate.residual_variance <= 0:
         raise ValueError(f"{path}: scale and variances must be above 0")
+    if gate.class_scales is not None and (gate.class_scales <= 0).any():
+        raise ValueError(f"{path}: class scales must be above 0")
     return gate
 
 
@@ -127,7 +146,8 @@ def fit_gate(
 
     With ``labels``, class-conditional (Lee et al., NeurIPS 2018): one mean per class and a covariance tied
     across classes (of the features minus their class's mean); an image scores its distance to the nearest
-    class, so the rare classes are not judged by a mean that is two-thirds naevi.
+    class over that class's scale (the median distance of the class's training images to its mean), so the
+    rare classes are not judged by a mean that is two-thirds naevi, nor the more varied ones by a tighter class.
     """
     x = np.asarray(train_features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
@@ -146,9 +166,14 @@ def fit_gate(
     _, singular, axes = np.linalg.svd(z, full_matrices=False)
     eigen = singular**2 / (len(z) - 1)
     residual = float(eigen[k:].sum() / max(1, z.shape[1] - k)) if z.shape[1] > k else float(eigen[-1])
-    return FeatureGate(
+    gate = FeatureGate(
         mean, scale, axes[:k], np.maximum(eigen[:k], residual), max(residual, 1e-12), class_means=class_means
     )
+    if class_means is None:
+        return gate
+    own = gate._distance(z)  # z is class-centred here: each image's distance to its own class mean
+    scales = np.array([np.median(own[labels == c]) for c in present])
+    return replace(gate, class_scales=np.maximum(scales, 1e-12))
 
 
 def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

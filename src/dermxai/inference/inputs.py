@@ -7,7 +7,8 @@ transparency is composited onto white, 16-bit and 32-bit greyscale are rescaled 
 palette images are converted.
 
 Decoding is bounded by what the header says, so no small file can cost gigabytes: a JPEG is decoded at
-the smallest DCT scale whose longest side still reaches :data:`DECODE_SIDE` (libjpeg's draft mode); any
+the smallest DCT scale whose longest side still reaches :data:`DECODE_SIDE` (libjpeg's draft mode; a
+progressive JPEG still holds its full-size coefficients, 2 bytes a pixel per channel, and is costed so); any
 other format is decoded at full size only when that takes at most :data:`MAX_DECODED_BYTES` (Pillow's
 storage for its mode: 1 byte a pixel for L/P, 2 for 16-bit, 4 for everything else), then reduced to
 :data:`DECODE_SIDE` before any conversion. At most one such large decode runs at a time, and the memory is
@@ -87,10 +88,12 @@ def read_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
         raise InvalidImage("The image has no pixels.", "corrupt")
     scale = min(1.0, DECODE_SIDE / max(width, height))
     wanted = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
-    if image.format in ("JPEG", "MPO"):
-        _check_jpeg_stream(data, wanted)
+    jpeg = image.format in ("JPEG", "MPO")
+    if jpeg:
+        # a progressive JPEG keeps every DCT coefficient of the full image (2 bytes each) whatever the scale
+        full_cost = width * height * len(image.getbands()) * 2 if image.info.get("progressive") else 0
         image.draft(image.mode, wanted)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale, still >= wanted
-        cost = math.prod(image.size) * 4
+        cost = max(full_cost, math.prod(image.size) * 4)
     else:
         cost = width * height * _bytes_per_pixel(image.mode)
         if cost > MAX_DECODED_BYTES:
@@ -102,11 +105,15 @@ def read_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
     orientation = _orientation(image)
     try:
         with _LARGE_DECODES if cost > LARGE_DECODE_BYTES else nullcontext():
+            if jpeg:
+                _check_jpeg_stream(data, wanted)
             image.load()  # the first frame of an animation
             small = _reduce(image, wanted)
             del image
             _release_memory()
         upright = small.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else small
+    except InvalidImage:
+        raise
     except BROKEN as error:
         raise _corrupt(error) from None
     return to_rgb(upright)

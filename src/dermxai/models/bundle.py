@@ -98,6 +98,7 @@ class BundleConfig:
     precision: str | None = None
     dataset_fingerprint: str | None = None
     split_fingerprint: str | None = None
+    leaky_split: str | None = None  # the audit's finding, when trained on a leaky split by --allow-leaky-split
     hardware: str | None = None
     versions: dict[str, str] | None = None
     storage: str | None = None
@@ -345,7 +346,8 @@ def save_bundle(folder: str | Path, model: nn.Module, config: BundleConfig, note
     write_config(folder, config)
     train_time = "unknown" if config.train_time_s is None else f"{config.train_time_s:.0f} s"
     fields = dataclasses.asdict(config) | {"classes": ", ".join(config.classes), "train_time": train_time}
-    (folder / "MODEL_CARD.md").write_text(CARD.format(note=note, **fields))
+    leak = f"**LEAKY SPLIT** (trained with --allow-leaky-split): {config.leaky_split}\n\n" if config.leaky_split else ""
+    (folder / "MODEL_CARD.md").write_text(leak + CARD.format(note=note, **fields))
     return folder
 
 

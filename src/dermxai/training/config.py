@@ -35,6 +35,8 @@ AUGMENT_PRESETS = {
     "full": AugmentConfig(),
     # the reference loop's light recipe: flips, right-angle turns and brightness only
     "light": AugmentConfig(max_rotation_deg=0, scale=(1.0, 1.0), max_translate=0, contrast=0, saturation=0),
+    # between the two: turns, mild scale/shift jitter and colour jitter (the shifts external data show), no rotation
+    "medium": AugmentConfig(max_rotation_deg=0, scale=(0.85, 1.0), max_translate=0.05, contrast=0.1, saturation=0.1),
     "none": AugmentConfig(enabled=False),
 }
 

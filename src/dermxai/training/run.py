@@ -7,6 +7,7 @@ import math
 import os
 import time
 import warnings
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -103,6 +104,8 @@ def train(
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint to resume at {last}")
+    if resume and not zipfile.is_zipfile(last):  # torch writes zip archives; a cut-off one has no directory
+        raise ValueError(f"--resume: {last} is refused: not a complete checkpoint archive (cut off, or not torch's)")
     if not resume and last.is_file():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     table = load_dataset(data, images)
@@ -190,6 +193,7 @@ def train(
         precision=precision,
         dataset_fingerprint=datamodule.cache.fingerprint,
         split_fingerprint=hashlib.sha256(Path(split_path).read_bytes()).hexdigest()[:16],
+        leaky_split=finding or None,
         hardware=describe_machine(),
         versions={"torch": torch.__version__, "lightning": L.__version__},
     )
