@@ -137,9 +137,22 @@ def cut_off_archive() -> bytes:
 
 @pytest.mark.parametrize("content", [lambda: pickle.dumps(Exploit()), cut_off_archive], ids=["pickle", "cut off"])
 def test_a_hostile_or_damaged_checkpoint_is_refused_on_resume(fixture_dir, splits, tmp_path, content):
-    """In a process of its own: Lightning's loggers outlive CliRunner's captured streams."""
+    """Refused before anything is loaded: neither file is a complete torch archive."""
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(content())
+    result = train(fixture_dir, splits["good"], tmp_path / "run", "--resume")
+    one_line_error(result, 2, "last.ckpt is refused")
+    assert "pwned" not in result.output
+
+
+def test_a_hostile_checkpoint_in_torchs_own_format_is_refused_not_unpickled(fixture_dir, splits, tmp_path):
+    """A complete torch archive whose pickle would run code: Lightning's loader refuses it (weights only).
+
+    In a process of its own: Lightning's loggers outlive CliRunner's captured streams."""
+    import torch
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save(Exploit(), tmp_path / "run" / "checkpoints" / "last.ckpt")
     args = ["--data", str(fixture_dir), "--split", str(splits["good"]), "--out", str(tmp_path / "run")]
     result = subprocess.run(
         [sys.executable, "-m", "dermxai.cli", "train", *args, *TINY_RUN, "--resume"], capture_output=True, text=True
@@ -152,13 +165,8 @@ def test_a_hostile_or_damaged_checkpoint_is_refused_on_resume(fixture_dir, split
 def test_a_model_trained_on_an_allowed_leaky_split_says_so_in_its_bundle(fixture_dir, splits, tmp_path):
     import json
 
-    args = ["--data", str(fixture_dir), "--split", str(splits["leaky"]), "--out", str(tmp_path / "run")]
-    result = subprocess.run(
-        [sys.executable, "-m", "dermxai.cli", "train", *args, *TINY_RUN, "--allow-leaky-split"],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = train(fixture_dir, splits["leaky"], tmp_path / "run", "--allow-leaky-split", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
     bundle = tmp_path / "run" / "bundle"
     assert "lesion" in json.loads((bundle / "config.json").read_text())["leaky_split"]
     assert (bundle / "MODEL_CARD.md").read_text().startswith("**LEAKY SPLIT**")

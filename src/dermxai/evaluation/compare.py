@@ -107,8 +107,8 @@ def compare_table(run_dirs: list[Path]) -> str:
             _duration(p.get("train_time_s")),
             *[_cell(m, k) for k in ("balanced_accuracy", "macro_auc", "ece", "malignant_sensitivity")],
             f"{p.get('height')}x{p.get('width')}",
-            str(p.get("weights")),
-            str(p.get("epochs_trained")),
+            "each member's own" if p.get("arch") == "ensemble" else str(p.get("weights")),
+            "per member" if p.get("arch") == "ensemble" else str(p.get("epochs_trained")),
             p.get("train_hardware") or "not recorded",
         ]
         if with_explain:

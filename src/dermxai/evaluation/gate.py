@@ -102,7 +102,7 @@ def fit_bundle_gate(
     gate = fit_threshold(gate, val, target_accept)
     record = {
         "method": "Mahalanobis distance to the nearest class mean (tied probabilistic PCA covariance) of pooled "
-        "mean/std features",
+        "mean/std features, each class's distance over its median training distance",
         "gate_layer": predictor.config.feature_layer(),
         "components": int(gate.components.shape[0]),
         "n_train": len(train),
@@ -137,14 +137,15 @@ def gate_report(
     non_dermoscopic: dict[str, list[Image.Image]],
     *,
     images: Path | None = None,
-    n_shifted: int = 300,
+    n_shifted: int = 600,
 ) -> dict:
-    """Shares withheld by the gate: test, shifted validation images, each non-dermoscopic kind; AUROC."""
+    """Shares withheld by the gate: test, shifted validation images (a seeded random ``n_shifted`` of them, so
+    every diagnosis is there), each non-dermoscopic kind; AUROC."""
     test_table = from_split(data, split, "test", images).table
     val_table = from_split(data, split, "val", images).table
     test = features_of(predictor, _open(test_table["path"].tolist()))
     val = features_of(predictor, _open(val_table["path"].tolist()))
-    shifted_table = val_table.iloc[:n_shifted]
+    shifted_table = val_table.sample(min(n_shifted, len(val_table)), random_state=0)
     val_images = list(_open(shifted_table["path"].tolist()))
     rows = {
         "dermoscopy: val split": (len(val), float(np.mean(gate.withheld(val)))),
