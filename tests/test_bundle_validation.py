@@ -62,7 +62,7 @@ def test_a_broken_config_is_refused_at_load(bundle, case):
 
 
 GATE_CASES = {
-    "threshold NaN": (lambda b: edit_gate(b, threshold=np.float64("nan")), "NaN or infinite"),
+    "threshold NaN": (lambda b: edit_gate(b, threshold=np.float64("nan")), "threshold is nan"),
     "scale zeros": (lambda b: edit_gate(b, scale=np.zeros(len(np.load(b / GATE_NAME)["scale"]))), "above 0"),
     "wrong feature dimension": (
         lambda b: edit_gate(

@@ -102,12 +102,12 @@ def read_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PI
                 f"take {_mib(cost)}, the limit is {_mib(MAX_DECODED_BYTES)} (send a JPEG, or a smaller image).",
                 "too_many_pixels",
             )
-    orientation = _orientation(image)
     try:
         with _LARGE_DECODES if cost > LARGE_DECODE_BYTES else nullcontext():
             if jpeg:
                 _check_jpeg_stream(data, wanted)
             image.load()  # the first frame of an animation
+            orientation = _orientation(image)  # after the decode: a PNG's getexif() would decode it outside the bound
             small = _reduce(image, wanted)
             del image
             _release_memory()
