@@ -33,11 +33,11 @@ lint: install  # code shape: ruff (lint + format), the import layers (import-lin
 test: install  # pytest's exit code 5 (no tests collected) counts as a failure
 	$(BIN)/python -m pytest; status=$$?; if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status
 
-test-slow: install  # what `make test` leaves out: slow end-to-end runs and the deploy tests (~25 min)
-	$(BIN)/python -m pytest -m 'slow or deploy'
+test-slow: install  # what `make test` leaves out: slow end-to-end runs and the deploy tests (~25 min); one module per worker, so the Space is built once
+	$(BIN)/python -m pytest -m 'slow or deploy' --dist loadfile
 
 test-deploy: install  # the deploy tests alone (a fresh venv with PyTorch, ~18 min)
-	$(BIN)/python -m pytest -m deploy tests/test_deploy.py
+	$(BIN)/python -m pytest -m deploy -n 0 tests/test_deploy.py
 
 bench: install  # every benchmark in quick mode, one after another; see benchmarks/RESULTS.md for full runs
 	$(BIN)/python benchmarks/bench_cache.py --data $(DATA)

@@ -59,6 +59,28 @@ def test_dockerfile_passes_hadolint():
     assert "install_space.sh" in text and "HEALTHCHECK" in text and "\nUSER 1000" in text
 
 
+@pytest.mark.deploy
+def test_two_space_builds_at_once_both_succeed_and_leave_the_checkout_clean(tmp_path):
+    """CI once built the Space on two pytest workers at once: setuptools' in-tree build/ folders collided."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    had_build_folder = (ROOT / "build").exists()
+    builds = [
+        subprocess.Popen(
+            ["bash", str(ROOT / "deploy" / "build_space.sh"), str(tmp_path / name)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for name in ("first", "second")
+    ]
+    outputs = [build.communicate()[0] for build in builds]
+    assert [build.returncode for build in builds] == [0, 0], outputs
+    wheels = [next((tmp_path / name).glob("dermxai-*.whl")) for name in ("first", "second")]
+    assert wheels[0].stat().st_size == pytest.approx(wheels[1].stat().st_size, rel=0.01)
+    assert (ROOT / "build").exists() == had_build_folder  # built from a private copy, not in the checkout
+
+
 @pytest.fixture(scope="module")
 def space_env(tmp_path_factory) -> tuple[Path, Path]:
     """(space folder, venv python): a clean copy of deploy/spaces built and installed as the platform does."""
