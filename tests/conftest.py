@@ -31,11 +31,33 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+MARKED_OUT = ("slow", "deploy")  # what `make test` leaves to `make test-slow`
+DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_deselected(items) -> None:
+    """Count the slow or deploy tests the marker expression left out (in each xdist worker, or alone)."""
+    config = items[0].config if items else None
+    if config is not None:
+        marked = sum(any(item.get_closest_marker(m) for m in MARKED_OUT) for item in items)
+        config.stash[DESELECTED] = config.stash.get(DESELECTED, 0) + marked
+
+
+def pytest_sessionfinish(session) -> None:
+    """An xdist worker hands its count to the controller."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["deselected_slow"] = session.config.stash.get(DESELECTED, 0)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """The controller keeps the workers' count (each worker collects every test)."""
+    count = getattr(node, "workeroutput", {}).get("deselected_slow", 0)
+    node.config.stash[DESELECTED] = max(node.config.stash.get(DESELECTED, 0), count)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """Say in one line how to run the tests that `make test` leaves out."""
-    marked = ("slow", "deploy")
-    deselected = sum(
-        any(item.get_closest_marker(m) for m in marked) for item in terminalreporter.stats.get("deselected", [])
-    )
+    deselected = config.stash.get(DESELECTED, 0)
     if deselected:
         terminalreporter.write_line(f"{deselected} slow or deploy test(s) deselected: `make test-slow` runs them")

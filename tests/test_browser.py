@@ -76,18 +76,44 @@ def serve_until_healthy(command: Callable[[int], list[str]], cwd: Path, env: dic
             server.wait(30)
 
 
-@pytest.fixture(scope="module")
-def app_url():
-    """``dermxai app`` (streamlit run) on a free port with the default model, until the tests end."""
+@contextmanager
+def serve_app(log_path: Path, model: Path | None = None) -> Iterator[str]:
+    """``dermxai app`` (streamlit run) on a free loopback port, on ``model`` (default: the bundled model)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     env.pop("DERMXAI_MODEL", None)
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        env["DERMXAI_MODEL"] = str(model)
 
     def command(port: int) -> list[str]:
         return [sys.executable, "-m", "dermxai.cli", "app", "--port", str(port), "--address", "127.0.0.1"]
 
-    with serve_until_healthy(command, ROOT, env, SHOTS / "streamlit.log") as url:
+    with serve_until_healthy(command, ROOT, env, log_path) as url:
         yield url
+
+
+def phone_page(browser, url: str):
+    """A phone-sized page on ``url``, once the app has drawn its disclaimer."""
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.get_by_text("Not a medical device.", exact=True).wait_for()
+    return page
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """The app with the default model, until the module's tests end."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with serve_app(SHOTS / "streamlit.log") as url:
+        yield url
+
+
+def assert_clear_of_the_header(page, heading) -> None:
+    """The class name is on screen below Streamlit's fixed header bar, not scrolled under it."""
+    header = page.locator('[data-testid="stHeader"]').bounding_box()
+    box = heading.bounding_box()
+    bottom = header["y"] + header["height"] if header else 0
+    assert box is not None and box["y"] >= bottom - 1, ("class name under the header", box, header)
 
 
 def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app_url, tmp_path):
@@ -113,7 +139,8 @@ def test_upload_shows_class_chart_and_heatmap_then_a_friendly_error(browser, app
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=stImage] img')].some(i => i.complete && i.naturalWidth >= 100)"
     )
-    page.wait_for_timeout(1500)  # let the chart finish drawing for the screenshot
+    page.wait_for_timeout(1500)  # let the chart finish drawing (and the scroll into view) for the screenshot
+    assert_clear_of_the_header(page, heading)
     page.screenshot(path=str(SHOTS / "app.png"), full_page=True)
 
     corrupt = tmp_path / "corrupt.jpg"
@@ -161,10 +188,7 @@ def test_a_non_dermoscopic_upload_gets_no_class_chart_or_advice(browser, app_url
 
 
 def test_on_a_phone_an_example_shows_its_true_label_and_the_answer_is_in_the_first_screen(browser, app_url):
-    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app_url)
-    page.get_by_text("Not a medical device.", exact=True).wait_for()
+    page = phone_page(browser, app_url)
     page.get_by_text("Example images").first.click()
     buttons = [page.get_by_role("radio", name=p.stem.split("_", 1)[0], exact=True) for p in EXAMPLES.glob("*.jpg")]
     rows = {round(b.bounding_box()["y"]) for b in buttons}
@@ -179,6 +203,7 @@ def test_on_a_phone_an_example_shows_its_true_label_and_the_answer_is_in_the_fir
     chart = page.locator('[data-testid="stVegaLiteChart"]')
     chart.wait_for()
     page.wait_for_timeout(1000)  # the scroll into view
+    assert_clear_of_the_header(page, heading)
     for name, element in (("class", heading), ("malignant flag", flag), ("chart", chart)):
         box = element.bounding_box()  # relative to the viewport, at the current scroll position
         assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], (name, box)
@@ -191,10 +216,7 @@ def test_on_a_phone_a_square_upload_gets_a_square_heatmap_with_a_colour_scale(br
 
     square = tmp_path / "square.jpg"
     Image.open(EXAMPLE).crop((25, 0, 175, 150)).save(square, quality=95)
-    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app_url)
-    page.get_by_text("Not a medical device.", exact=True).wait_for()
+    page = phone_page(browser, app_url)
     page.locator('input[type="file"]').set_input_files(str(square))
     page.get_by_role("heading", name="Most similar to").wait_for()
     heatmap = page.locator('[data-testid="stImage"]').filter(has_text="heatmap for").locator("img")
@@ -229,21 +251,12 @@ def unsure_app_url(tmp_path_factory, fixture_dir):
     features = features_of(Predictor(bundle), _open(map(str, paths)))
     fit_index(features, [p.stem for p in paths], [p.stem for p in paths], ["bkl"] * len(paths), 8).save(bundle)
     write_thumbnails(bundle, ((p.stem, Image.open(p)) for p in paths))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    env["DERMXAI_MODEL"] = str(bundle)
-
-    def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "dermxai.cli", "app", "--port", str(port), "--address", "127.0.0.1"]
-
-    with serve_until_healthy(command, ROOT, env, root / "streamlit.log") as url:
+    with serve_app(root / "streamlit.log", bundle) as url:
         yield url
 
 
 def test_an_uncertain_upload_shows_a_differential_and_similar_cases(browser, unsure_app_url):
-    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(unsure_app_url)
-    page.get_by_text("Not a medical device.", exact=True).wait_for()
+    page = phone_page(browser, unsure_app_url)
     page.locator('input[type="file"]').set_input_files(str(EXAMPLE))
     page.get_by_role("heading", name="Most similar to").wait_for()  # an uncertain answer is still an answer
     note = page.locator('[data-testid="stAlert"]').filter(has_text="Uncertain.")
@@ -255,4 +268,33 @@ def test_an_uncertain_upload_shows_a_differential_and_similar_cases(browser, uns
     assert thumbnails.count() == 6
     note.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "phone_uncertain.png"), full_page=True)
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def wary_app_url(tmp_path_factory):
+    """The app on a copy of the default bundle whose gate withholds every image."""
+    import shutil
+    from dataclasses import replace
+
+    from dermxai.inference.feature_gate import load_gate
+
+    root = tmp_path_factory.mktemp("wary")
+    bundle = Path(shutil.copytree(DEFAULT_MODEL, root / "wary_model"))
+    replace(load_gate(bundle), threshold=1e-6, class_thresholds=None).save(bundle)
+    with serve_app(root / "streamlit.log", bundle) as url:
+        yield url
+
+
+def test_on_a_phone_a_withheld_example_still_shows_its_true_label_and_image(browser, wary_app_url):
+    page = phone_page(browser, wary_app_url)
+    page.get_by_text("Example images").first.click()
+    page.get_by_role("radio", name="bcc", exact=True).tap()
+    page.get_by_text("No answer.").wait_for()
+    truth = page.locator("p", has_text="True diagnosis of this example")
+    truth.wait_for()
+    assert "Basal cell carcinoma" in truth.inner_text() and "the model got it" not in truth.inner_text()
+    page.locator('[data-testid="stImage"]').filter(has_text="Your image").wait_for()
+    assert page.get_by_role("heading", name="Most similar to").count() == 0
+    assert page.get_by_text("energy").count() == 0  # plain words only
     page.close()

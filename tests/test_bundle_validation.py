@@ -76,6 +76,11 @@ GATE_CASES = {
     "a folder": (lambda b: ((b / GATE_NAME).unlink(), (b / GATE_NAME).mkdir()), "not a file"),
     "truncated": (lambda b: (b / GATE_NAME).write_bytes((b / GATE_NAME).read_bytes()[:100]), "not a valid"),
     "a member of the wrong type": (lambda b: edit_gate(b, threshold=np.array("high")), "not a valid"),
+    "class thresholds NaN": (lambda b: edit_gate(b, class_thresholds=np.full(7, np.nan)), "class thresholds hold NaN"),
+    "class thresholds for 3 classes": (
+        lambda b: edit_gate(b, class_thresholds=np.ones(3)),
+        "thresholds for 3 classes, the model answers 7",
+    ),
 }
 
 

@@ -351,3 +351,42 @@ def test_shifted_validation_scores_the_served_label_under_every_shift(bundle, sp
     assert report["n"] == (pd.read_csv(split_file)["split"] == "val").sum()
     scores = [row["balanced_accuracy"] for row in report["shifts"].values()]
     assert all(0 <= s <= 1 for s in scores)
+
+
+def test_gate_fits_measures_and_refits_only_its_thresholds(bundle, tmp_path, fixture_dir, fixture_table):
+    """`dermxai gate` end to end on the fixture: the class means on train, thresholds by answered class on val, a
+    report per diagnosis; `--thresholds-only` keeps the fitted means and refits the same thresholds from val."""
+    from dermxai.assets import EXAMPLES
+    from dermxai.inference.feature_gate import load_gate
+    from dermxai.inference.predictor import Predictor
+
+    folder = Path(shutil.copytree(bundle, tmp_path / "gated"))
+    split = tmp_path / "split.csv"
+    made = runner.invoke(app, ["data", "split", "--data", str(fixture_dir), "--out", str(split)])
+    assert made.exit_code == 0, made.output
+    common = ["gate", "--model", str(folder), "--data", str(fixture_dir), "--split", str(split), "--crops", "1"]
+    first = runner.invoke(app, [*common, "--write", "--out", str(tmp_path / "gate.json")])
+    assert first.exit_code == 0, first.output
+    report = json.loads((tmp_path / "gate.json").read_text())
+    assert list(report["gate"]["class_thresholds"]) == list(CLASSES)
+    n_test = int((pd.read_csv(split)["split"] == "test").sum())
+    assert report["withheld_by_class"]["test"]["all"]["n"] == n_test
+    assert 0 <= report["withheld"]["not dermoscopy: all"]["share"] <= 1
+    fitted = load_gate(folder)
+    refit = runner.invoke(app, [*common, "--thresholds-only", "--write"])
+    assert refit.exit_code == 0, refit.output
+    again = load_gate(folder)
+    assert np.array_equal(again.class_means, fitted.class_means)
+    assert np.allclose(again.class_thresholds, fitted.class_thresholds)  # the same validation images
+    assert read_config(folder).ood_gate["n_train"] == report["gate"]["n_train"]  # the first fit's record is kept
+    measured = runner.invoke(app, [*common, "--measure-only", "--out", str(tmp_path / "measured.json")])
+    assert measured.exit_code == 0, measured.output
+    assert json.loads((tmp_path / "measured.json").read_text())["class_thresholds"] == pytest.approx(
+        dict(zip(CLASSES, again.class_thresholds))
+    )
+    assert runner.invoke(app, [*common, "--measure-only", "--write"]).exit_code == 2
+    answer = Predictor(folder).predict(next(EXAMPLES.glob("*.jpg")).read_bytes())
+    assert answer.ood_score is not None and isinstance(answer.out_of_distribution, bool)
+    bare = Path(shutil.copytree(bundle, tmp_path / "bare"))
+    refused = runner.invoke(app, ["gate", "--model", str(bare), *common[3:], "--thresholds-only"])
+    assert refused.exit_code == 2 and "no gate to refit" in refused.output

@@ -111,6 +111,44 @@ def test_class_scales_keep_a_more_varied_class_from_being_withheld_more(tmp_path
     )
 
 
+def test_class_thresholds_spend_the_budget_on_the_common_answer_and_keep_a_rare_class_inside(tmp_path):
+    """Held-out images of a rare class lie farther out than its (fitted) training images, so one threshold
+    withholds them far more often than the rest; thresholds by answered class (the common answer takes what the
+    others do not use of the same 5%) bring that class under twice the overall share."""
+    rng = np.random.default_rng(5)
+    centres = np.zeros((2, 20))
+    centres[1, :5] = 8.0
+
+    def draw(n_common: int, n_rare: int, rare_spread: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        labels = np.r_[np.zeros(n_common, int), np.ones(n_rare, int)]
+        x = centres[labels] + np.where(labels == 1, rare_spread, 1.0)[:, None] * rng.normal(size=(len(labels), 20))
+        answered = np.where(rng.random(len(labels)) < 0.02, 1 - labels, labels)  # a classifier right 98% of the time
+        return x, labels, answered
+
+    (train, labels, _), (val, _, val_answered), (test, test_labels, test_answered) = (
+        draw(3000, 150, 1.0),
+        draw(1500, 75, 1.4),
+        draw(3000, 600, 1.4),
+    )
+    single = fit_threshold(fit_gate(train, components=8, labels=labels), val, 0.95)
+    rare = test_labels == 1
+    assert single.withheld(test[rare]).mean() > 3 * single.withheld(test).mean()  # unfair with one threshold
+    fair = fit_threshold(single, val, 0.95, answered=val_answered, n_classes=2, other_withheld=0.02)
+    assert fair.threshold == single.threshold and fair.class_thresholds.shape == (2,)
+    assert np.mean(fair.withheld(val, val_answered)) == pytest.approx(0.05, abs=0.002)  # one budget in all
+    assert np.mean(fair.withheld(val[val_answered == 1], val_answered[val_answered == 1])) <= 0.03
+    withheld = fair.withheld(test, test_answered)
+    assert withheld[rare].mean() < 2 * withheld.mean() and withheld[~rare].mean() < 2 * withheld.mean()
+    assert fair.withheld(rng.normal(size=(200, 20)) + 25, np.ones(200, int)).all()  # far away, whatever answered
+    with pytest.raises(ValueError, match="pass one per image"):
+        fair.withheld(test)
+    loaded = load_gate(fair.save(tmp_path).parent)
+    assert np.array_equal(loaded.class_thresholds, fair.class_thresholds)
+    assert np.array_equal(loaded.withheld(test, test_answered), withheld)
+    with pytest.raises(ValueError, match="one answered class"):
+        fit_threshold(single, val, 0.95, answered=val_answered)  # without n_classes
+
+
 def test_a_malformed_gate_file_is_a_clear_error(tmp_path):
     (tmp_path / GATE_NAME).write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="not a valid out-of-distribution gate"):

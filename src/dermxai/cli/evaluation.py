@@ -132,15 +132,40 @@ def gate_command(
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the measured report as JSON here.")] = None,
     crops: Annotated[int, typer.Option(help="Crops per source image of the non-dermoscopic set.")] = 6,
+    thresholds_only: Annotated[
+        bool,
+        typer.Option(
+            "--thresholds-only",
+            help="Keep the bundle's gate as fitted on train; refit only its thresholds on val (minutes, not an hour).",
+        ),
+    ] = False,
+    measure_only: Annotated[
+        bool,
+        typer.Option("--measure-only", help="Fit nothing: measure the bundle's gate as served (ONNX when it has one)."),
+    ] = False,
 ) -> None:
     """Fit the out-of-distribution gate on train/val and measure what it withholds (test, shifted, non-dermoscopic)."""
-    from dermxai.evaluation.gate import fit_bundle_gate, gate_report
+    from dermxai.evaluation.gate import fit_bundle_gate, fit_bundle_thresholds, gate_report
     from dermxai.evaluation.ood_set import non_dermoscopic_set
     from dermxai.inference.predictor import Predictor
     from dermxai.models.bundle import update_config
 
-    predictor = Predictor(model, prefer_onnx=False)  # features of the weights themselves, whatever the graph
-    gate, record = fit_bundle_gate(predictor, data, split, images=images)
+    if measure_only and (write or thresholds_only):
+        raise ValueError("--measure-only fits nothing: it cannot be combined with --write or --thresholds-only")
+    # the Gaussians are fitted on the features of the weights themselves, whatever the graph; thresholds and
+    # measurements on what is served
+    predictor = Predictor(model, prefer_onnx=measure_only or thresholds_only)
+    if measure_only:
+        if predictor.gate is None:
+            raise ValueError(f"{model} has no gate to measure: run `dermxai gate --write` first")
+        gate, record = predictor.gate, dict(predictor.config.ood_gate or {})
+    elif thresholds_only:
+        if predictor.gate is None:
+            raise ValueError(f"{model} has no gate to refit: run `dermxai gate` without --thresholds-only")
+        gate, refitted = fit_bundle_thresholds(predictor, predictor.gate, data, split, images=images)
+        record = {**(predictor.config.ood_gate or {}), **refitted, "gate_layer": predictor.config.feature_layer()}
+    else:
+        gate, record = fit_bundle_gate(predictor, data, split, images=images)
     report = {"gate": record, **gate_report(predictor, gate, data, split, non_dermoscopic_set(crops), images=images)}
     if write:
         gate.save(model)
@@ -148,10 +173,12 @@ def gate_command(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
-    title = (
-        f"Out-of-distribution gate of {model} (threshold {gate.threshold:.3f}, "
-        f"{record['val_accept_rate']:.1%} of val accepted)"
+    thresholds = (
+        f"threshold {gate.threshold:.3f}"
+        if gate.class_thresholds is None
+        else f"thresholds {gate.class_thresholds.min():.3f}-{gate.class_thresholds.max():.3f} by answered class"
     )
+    title = f"Out-of-distribution gate of {model} ({thresholds}, {1 - report['withheld']['dermoscopy: val split']['share']:.1%} of val accepted)"
     rates = {name: (row["n"], row["share"]) for name, row in report["withheld"].items()}
     console.print(rate_table(title, "withheld", rates))
     for subset, rows in report["withheld_by_class"].items():

@@ -7,7 +7,12 @@ The score is the Mahalanobis distance to the nearest class mean (Lee et al., Neu
 number of features and by that class's own scale (the median distance of its training images to its mean), so a
 diagnosis whose lesions vary more (vascular lesions, bcc) is not withheld more often for it; images far from every
 diagnosis score high. (Gates fitted before this have a single mean, or no class scales.) The threshold is fitted on
-*validation* images so that a chosen share of dermoscopy (default 95%) passes. Stored in the bundle as ``ood_gate.npz`` (plain arrays, loaded without pickle). numpy only.
+*validation* images so that a chosen share of dermoscopy (default 95%) passes. Even so the rarer diagnoses are more
+varied and were withheld two to four times as often as the overall share; so the threshold may depend on the
+class the model answers: images answered with another class than the most common one (naevi) withhold at most
+``OTHER_CLASSES_WITHHELD`` of their validation images, and those answered with the common class take the rest of
+the budget (``fit_threshold(..., answered=...)``). Stored in the bundle as ``ood_gate.npz`` (plain arrays, loaded
+without pickle). numpy only.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 GATE_NAME = "ood_gate.npz"
 DEFAULT_COMPONENTS = 64
 TARGET_ACCEPT = 0.95
+OTHER_CLASSES_WITHHELD = 0.02  # chosen on validation: experiments/gate_class_thresholds.py, docs/ood.md
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class FeatureGate:
     threshold: float = float("inf")  # scores above it are withheld; inf until fitted on validation
     class_means: np.ndarray | None = None  # (C, D) standardised class means: distance to the nearest class
     class_scales: np.ndarray | None = None  # (C,) median training distance of each class to its own mean
+    class_thresholds: np.ndarray | None = None  # (C,) threshold by the class the model answers (replaces threshold)
 
     @property
     def dimension(self) -> int:
@@ -61,9 +68,15 @@ class FeatureGate:
         residual = np.maximum((z * z).sum(-1) - (projected * projected).sum(-1), 0.0)
         return ((projected**2 / self.variances).sum(-1) + residual / self.residual_variance) / self.dimension
 
-    def withheld(self, features: np.ndarray) -> np.ndarray:
-        """True where an image should be withheld (its score is above the threshold)."""
-        return self.scores(features) > self.threshold
+    def withheld(self, features: np.ndarray, answered: np.ndarray | None = None) -> np.ndarray:
+        """True where an image should be withheld: its score is above the threshold, or, for a gate with class
+        thresholds, above that of the class the model answered (``answered``: class indices, one per image)."""
+        scores = self.scores(features)
+        if self.class_thresholds is None:
+            return scores > self.threshold
+        if answered is None or np.shape(answered) != scores.shape:
+            raise ValueError("this gate's threshold depends on the class the model answered: pass one per image")
+        return scores > self.class_thresholds[np.asarray(answered, dtype=int)]
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / GATE_NAME
@@ -78,6 +91,7 @@ class FeatureGate:
             threshold=np.float64(self.threshold),
             **({} if self.class_means is None else {"class_means": self.class_means.astype(np.float32)}),
             **({} if self.class_scales is None else {"class_scales": self.class_scales.astype(np.float64)}),
+            **({} if self.class_thresholds is None else {"class_thresholds": self.class_thresholds.astype(np.float64)}),
         )
         partial.replace(path)
         return path
@@ -98,6 +112,9 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
             }
             class_means = np.asarray(arrays["class_means"], np.float64) if "class_means" in arrays else None
             class_scales = np.asarray(arrays["class_scales"], np.float64) if "class_scales" in arrays else None
+            class_thresholds = (
+                np.asarray(arrays["class_thresholds"], np.float64) if "class_thresholds" in arrays else None
+            )
     except (OSError, EOFError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a valid out-of-distribution gate ({type(error).__name__}: {error})") from None
     if values["residual_variance"].shape != () or values["threshold"].shape != ():
@@ -111,6 +128,7 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
         float(values["threshold"]),
         class_means,
         class_scales,
+        class_thresholds,
     )
     d = gate.dimension if gate.mean.ndim == 1 else -1
     if (
@@ -124,6 +142,7 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
             gate.class_scales is not None
             and (gate.class_means is None or gate.class_scales.shape != (gate.class_means.shape[0],))
         )
+        or (gate.class_thresholds is not None and gate.class_thresholds.ndim != 1)
     ):
         raise ValueError(f"{path}: arrays of inconsistent shapes")
     arrays = (gate.mean, gate.scale, gate.components, gate.variances, np.array([gate.residual_variance]))
@@ -132,6 +151,8 @@ def load_gate(folder: str | Path) -> FeatureGate | None:
         raise ValueError(f"{path}: the gate holds NaN or infinite values")
     if not np.isfinite(gate.threshold):  # +inf would switch the gate off, -inf withhold everything
         raise ValueError(f"{path}: the gate's threshold is {gate.threshold}, not a number fitted on validation")
+    if gate.class_thresholds is not None and not np.isfinite(gate.class_thresholds).all():
+        raise ValueError(f"{path}: the gate's class thresholds hold NaN or infinite values")
     if (gate.scale <= 0).any() or (gate.variances <= 0).any() or gate.residual_variance <= 0:
         raise ValueError(f"{path}: scale and variances must be above 0")
     if gate.class_scales is not None and (gate.class_scales <= 0).any():
@@ -181,8 +202,36 @@ def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(0), x.std(0) + 1e-6 * (x.std(0).max() + 1e-12)
 
 
-def fit_threshold(gate: FeatureGate, val_features: np.ndarray, target_accept: float = TARGET_ACCEPT) -> FeatureGate:
-    """The gate with its threshold at the ``target_accept`` quantile of validation scores."""
+def fit_threshold(
+    gate: FeatureGate,
+    val_features: np.ndarray,
+    target_accept: float = TARGET_ACCEPT,
+    answered: np.ndarray | None = None,
+    n_classes: int = 0,
+    other_withheld: float = OTHER_CLASSES_WITHHELD,
+) -> FeatureGate:
+    """The gate with its threshold at the ``target_accept`` quantile of validation scores.
+
+    With ``answered`` (the index, below ``n_classes``, of the class the model answers for each validation image),
+    also one threshold per answered class within the same budget: every class but the most often answered one
+    withholds ``other_withheld`` of its validation images, that one the rest of the ``1 - target_accept``.
+    """
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be between 0 and 1, not {target_accept}")
-    return replace(gate, threshold=float(np.quantile(gate.scores(val_features), target_accept)))
+    scores = gate.scores(val_features)
+    gate = replace(gate, threshold=float(np.quantile(scores, target_accept)), class_thresholds=None)
+    if answered is None:
+        return gate
+    answered = np.asarray(answered, dtype=int)
+    if answered.shape != scores.shape or not ((0 <= answered) & (answered < n_classes)).all():
+        raise ValueError(f"class thresholds need one answered class (0 to {n_classes - 1}) per validation image")
+    if not 0 <= other_withheld < 1 - target_accept:
+        raise ValueError(f"other_withheld must be between 0 and {1 - target_accept:.2f}, not {other_withheld}")
+    common = np.bincount(answered, minlength=n_classes).argmax()
+    others = answered != common
+    other = float(np.quantile(scores[others], 1 - other_withheld)) if others.any() else gate.threshold
+    left = (1 - target_accept) * len(scores) - np.sum(scores[others] > other)
+    share = float(np.clip(left / max(1, np.sum(~others)), 0, 1))
+    thresholds = np.full(n_classes, other)
+    thresholds[common] = np.quantile(scores[~others], 1 - share)  # share 0: its largest score, none withheld
+    return replace(gate, class_thresholds=thresholds)

@@ -243,6 +243,11 @@ class Predictor:
         if self.gate is not None and (features is None or features.shape[-1] != self.gate.dimension):
             got = "none" if features is None else features.shape[-1]
             raise BundleError(f"{where}: the gate expects {self.gate.dimension} features, the model gives {got}")
+        thresholds = None if self.gate is None else self.gate.class_thresholds
+        if thresholds is not None and len(thresholds) != len(self.classes):
+            raise BundleError(
+                f"{where}: the gate has thresholds for {len(thresholds)} classes, the model answers {len(self.classes)}"
+            )
         if self.index is not None and (features is None or features.shape[-1] != self.index.dimension):
             got = "none" if features is None else features.shape[-1]
             raise BundleError(
@@ -294,7 +299,8 @@ class Predictor:
         """
         adjusted = self.config.decision_logits(logits[None])[0]
         probs = self.config.served_probabilities(logits[None])[0]
-        label = self.classes[int(adjusted.argmax())]
+        answer = int(adjusted.argmax())
+        label = self.classes[answer]
         unsure = abstain_reasons(adjusted, self.config.temperature, self.config.abstain)
         most_probable = self.classes[int(probs.argmax())]
         if most_probable != label:
@@ -302,7 +308,7 @@ class Predictor:
         ood_score, outside, similar = None, False, []
         if self.gate is not None and features is not None:
             ood_score = float(self.gate.scores(features[None])[0])
-            outside = ood_score > self.gate.threshold
+            outside = bool(self.gate.withheld(features[None], np.array([answer]))[0])
         if self.index is not None and features is not None and not outside:
             similar = self.index.nearest(features[None], SIMILAR_CASES)[0]
         return make_prediction(
