@@ -341,7 +341,8 @@ def main() -> None:
     result = st.empty()  # replaces the previous result at once, before the new one is computed
     if data is not None:
         with result.container():
-            st.markdown(f'<div id="{RESULT_ANCHOR}"></div>', unsafe_allow_html=True)
+            # the margin keeps the class name clear of Streamlit's fixed header bar after the scroll
+            st.markdown(f'<div id="{RESULT_ANCHOR}" style="scroll-margin-top: 4.5rem"></div>', unsafe_allow_html=True)
             try:
                 prediction = predict(folder, data)
             except InvalidImage as error:
