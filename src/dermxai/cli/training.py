@@ -69,6 +69,19 @@ def train_command(
     limit_train_batches: Annotated[
         float, typer.Option(help="Fraction (<=1) or number (>1) of batches per epoch.")
     ] = 1.0,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(help="Distil from this bundle (e.g. an ensemble): its flip-averaged soft targets join the loss."),
+    ] = None,
+    distill_weight: Annotated[
+        float, typer.Option(help="Share of the teacher's soft term in the loss (with --teacher).")
+    ] = TrainConfig.distill_weight,
+    distill_temperature: Annotated[
+        float, typer.Option(help="Temperature softening teacher and student in the soft term.")
+    ] = TrainConfig.distill_temperature,
+    teacher_flips: Annotated[
+        bool, typer.Option(help="Average the teacher over the four flips of each image.")
+    ] = TrainConfig.teacher_flips,
     cache: Annotated[Path | None, typer.Option(help="Image cache folder (default under ~/.cache/dermxai).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     accelerator: str = "auto",
@@ -110,6 +123,10 @@ def train_command(
         seed=seed,
         augment=augment_preset(augment),
         select_on=select_on,
+        teacher=None if teacher is None else str(teacher),
+        distill_weight=distill_weight,
+        distill_temperature=distill_temperature,
+        teacher_flips=teacher_flips,
         limit_train_batches=int(limit_train_batches) if 1 < limit_train_batches < math.inf else limit_train_batches,
     )
     if out.exists() and not out.is_dir():

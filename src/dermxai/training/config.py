@@ -77,6 +77,11 @@ class TrainConfig:
     seed: int = 0
     limit_train_batches: float | int = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Knowledge distillation (training/distill.py): a teacher bundle's flip-averaged soft targets mixed into the loss
+    teacher: str | None = None  # bundle folder (e.g. an ensemble); None: no distillation
+    distill_weight: float = 0.5  # share of the soft (teacher) term in the loss
+    distill_temperature: float = 2.0  # softens teacher and student distributions in the soft term
+    teacher_flips: bool = True  # teacher targets averaged over the four flips of each image
 
     def __post_init__(self) -> None:
         checks = [
@@ -103,6 +108,11 @@ class TrainConfig:
             (
                 self.select_on in SELECTIONS,
                 f"--select-on must be one of {', '.join(SELECTIONS)}, not {self.select_on!r}",
+            ),
+            (0 <= self.distill_weight <= 1, f"--distill-weight must be in [0, 1], not {self.distill_weight}"),
+            (
+                0 < self.distill_temperature < math.inf,
+                f"--distill-temperature must be a positive finite number, not {self.distill_temperature}",
             ),
             (self.patience >= 1, f"--patience must be at least 1, not {self.patience}"),
             (

@@ -15,16 +15,22 @@ from dermxai.data.labels import CLASSES
 
 
 class CachedImages(Dataset):
-    """Rows of the cache with their class index; images stay uint8 (N, H, W, 3) until the device."""
+    """Rows of the cache with their class index (and soft targets, when given); images stay uint8 (N, H, W, 3)
+    until the device."""
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> None:
-        self.images, self.rows, self.labels = images, rows, labels
+    def __init__(
+        self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, targets: np.ndarray | None = None
+    ) -> None:
+        self.images, self.rows, self.labels, self.targets = images, rows, labels, targets
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.array(self.images[self.rows[index]])), int(self.labels[index])
+    def __getitem__(self, index: int) -> tuple:
+        image = torch.from_numpy(np.array(self.images[self.rows[index]]))
+        if self.targets is None:
+            return image, int(self.labels[index])
+        return image, int(self.labels[index]), torch.from_numpy(self.targets[index])
 
 
 class EpochSampler(Sampler[int]):
@@ -71,6 +77,7 @@ class CachedDataModule(L.LightningDataModule):
         self.table, self.split, self.cache_dir, self.size = table, split, cache_dir, size
         self.batch_size, self.seed, self.balanced = batch_size, seed, balanced
         self.cache = None
+        self.train_targets: np.ndarray | None = None  # a teacher's soft targets, in the train subset's order
 
     def setup(self, stage: str | None = None) -> None:
         if self.cache is None:  # run.py sets up early to count classes; Lightning calls setup again
@@ -88,6 +95,7 @@ class CachedDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self.subset("train")
+        data.targets = self.train_targets
         trainer = self.trainer
         sampler = EpochSampler(
             data.labels,

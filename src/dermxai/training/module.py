@@ -64,8 +64,8 @@ class Classifier(L.LightningModule):
         """Logits of [0, 1] float images (N, 3, H, W), standardised here as serving does (``preprocessing``)."""
         return (model or self.model)(standardise(images, self.mean, self.std))
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        images, labels, *teacher = batch  # teacher: soft targets when distilling
         generator = torch.Generator(device=images.device).manual_seed(
             self.config.seed * 1_000_003 + self.global_step * 97 + self.global_rank
         )
@@ -73,7 +73,7 @@ class Classifier(L.LightningModule):
         if self.config.augment.enabled:
             x = augment_batch(x, self.config.augment, generator)
         logits = self(x)
-        loss = self.loss(logits, labels)
+        loss = self.loss(logits, labels, *teacher)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
         self.train_bacc(logits, labels)

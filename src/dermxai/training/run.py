@@ -27,6 +27,7 @@ from dermxai.models.bundle import BundleConfig, save_bundle
 from dermxai.models.registry import create_model
 from dermxai.training.config import TrainConfig
 from dermxai.training.datamodule import CachedDataModule
+from dermxai.training.distill import DistillationLoss, cached_teacher_targets
 from dermxai.training.losses import build_loss
 from dermxai.training.module import Classifier
 from dermxai.training.precision import resolve_precision
@@ -136,6 +137,18 @@ def train(
     loss = build_loss(
         config.loss, datamodule.train_counts(), config.class_weighted, config.label_smoothing, config.class_weight_power
     )
+    if config.teacher:
+        train_images = datamodule.subset("train")
+        datamodule.train_targets = cached_teacher_targets(
+            out,
+            Path(config.teacher),
+            split.loc[split["split"] == "train", "image_id"].tolist(),
+            train_images.images[train_images.rows],
+            tuple(CLASSES),
+            config.teacher_flips,
+            bf16=precision.startswith("bf16"),
+        )
+        loss = DistillationLoss(loss, config.distill_weight, config.distill_temperature, getattr(loss, "weight", None))
     module = Classifier(model, arch, config, loss, datamodule.train_counts().numpy())
     # Two callbacks: Lightning writes a monitored `last` only when the best improves; resume needs every epoch.
     checkpoint = AtomicCheckpoint(
