@@ -2,19 +2,35 @@
 
 Usage: python scripts/recipe_table.py NAME=BUNDLE[,VAL_DIR[,TTA_DIR[,SHIFTED_JSON]]] ... --out results/recipe_study.md
 
-BUNDLE is a calibrated bundle (its config holds the recipe, the training time and the calibration); VAL_DIR and
-TTA_DIR are `dermxai evaluate --subset val` outputs (without and with --tta); SHIFTED_JSON is `dermxai shifted
---out`. Nothing here reads the test split.
+BUNDLE is a calibrated bundle or its committed config.json copy (results/study/NAME/bundle_config.json): it holds
+the recipe, the training time and the calibration. VAL_DIR and TTA_DIR are `dermxai evaluate --subset val` outputs
+(without and with --tta); SHIFTED_JSON is `dermxai shifted --out`. Nothing here reads the test split.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
-from dermxai.models.bundle import read_config
-from dermxai.training.config import TrainConfig
+from dermxai.models.bundle import BundleConfig, read_config
+from dermxai.training.config import AUGMENT_PRESETS, TrainConfig
+
+
+def augment_name(recipe_augment: dict) -> str:
+    """The --augment preset a recorded augmentation equals, or its fields when it matches none."""
+    recorded = json.loads(json.dumps(recipe_augment))  # tuples as the config file holds them: lists
+    for name, preset in AUGMENT_PRESETS.items():
+        if json.loads(json.dumps(asdict(preset))) == recorded:
+            return name
+    return json.dumps(recipe_augment)
+
+
+def option(key: str, value: object) -> str:
+    """One `dermxai train` option as typed: booleans as --flag / --no-flag."""
+    flag = key.replace("_", "-")
+    return (f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag} {value}"
 
 
 def train_command(recipe: dict | None) -> str:
@@ -25,10 +41,9 @@ def train_command(recipe: dict | None) -> str:
     words = []
     for key, value in recipe.items():
         if key == "augment":
-            light = value.get("max_rotation_deg") == 0 and tuple(value.get("scale", ())) == (1.0, 1.0)
-            words.append("--augment " + ("none" if not value.get("enabled", True) else "light" if light else "full"))
+            words.append("--augment " + augment_name(value))
         elif key in default and value != default[key] and key != "limit_train_batches":
-            words.append(f"--{key.replace('_', '-')} {value}")
+            words.append(option(key, value))
     return "dermxai train " + " ".join(words)
 
 
@@ -44,9 +59,14 @@ def read_json(path: str | None, name: str = "") -> dict | None:
     return json.loads((Path(path) / name if name else Path(path)).read_text()) if path else None
 
 
+def bundle_config(path: str) -> BundleConfig:
+    """The config of a bundle folder, or of a committed config.json copy (the weights need not be here)."""
+    return BundleConfig.from_dict(json.loads(Path(path).read_text())) if Path(path).is_file() else read_config(path)
+
+
 def row(name: str, paths: list[str]) -> str:
     bundle, val_dir, tta_dir, shifted_file = (paths + [None] * 4)[:4]
-    config = read_config(bundle)
+    config = bundle_config(bundle)
     val, tta = read_json(val_dir, "metrics.json"), read_json(tta_dir, "metrics.json")
     shifted = read_json(shifted_file)
     shift_cell = "-"
