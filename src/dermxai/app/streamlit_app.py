@@ -352,10 +352,12 @@ def main() -> None:
                 show_withheld(prediction, data, diagnosis)
             elif prediction is not None:
                 show_result(prediction, diagnosis)
+            # as soon as the answer is on the page, not after the heatmap (seconds on a CPU) and the look-alikes
+            scroll_into_view(f"{label}-{len(data)}")
+            if prediction is not None and not prediction.abstain:
                 show_heatmap(folder, data, method, opacity, show_cam)
                 show_similar_cases(folder, prediction)
                 show_details(prediction, bundle_metrics(folder))
-            scroll_into_view(f"{label}-{len(data)}")
     model_card(bundle_metrics(folder), predictor(folder).model_id)
 
 
