@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Remake results/recipe_study_table.md from the committed configs and validation evaluations (no test data read).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=results/study
+python scripts/recipe_table.py --out results/recipe_study_table.md \
+  "shipped default (v2)=$S/default_v2/bundle_config.json,results/default_val,,$S/default_v2/shifted.json" \
+  "Lite0, reference recipe (light aug)=$S/lite0_light_s0/bundle_config.json,$S/lite0_light_s0/val,$S/lite0_light_s0/val_tta,$S/lite0_light_s0/shifted.json" \
+  "Lite1, light aug, seed 1=$S/lite1_light_s1/bundle_config.json,$S/lite1_light_s1/val" \
+  "Lite2, full aug=$S/lite2_full_s0/bundle_config.json,$S/lite2_full_s0/val,$S/lite2_full_s0/val_tta,$S/lite2_full_s0/shifted.json" \
+  "Lite1 225x300, fine-tuned from Lite1 light, full aug=$S/lite1_hires_s2/bundle_config.json,$S/lite1_hires_s2/val" \
+  "Lite1, medium aug, cut at 6 of 12 epochs=$S/lite1_medium_s3/bundle_config.json,$S/lite1_medium_s3/val" \
+  "Lite2, light aug, seed 4=$S/lite2_light_s4/bundle_config.json,$S/lite2_light_s4/val" \
+  "Lite2 distilled from the v4 ensemble=$S/lite2_distill_s6/bundle_config.json,$S/lite2_distill_s6/val" \
+  "Lite1 distilled from the v4 ensemble, cut at 9 of 12 epochs=$S/lite1_distill_s7/bundle_config.json,$S/lite1_distill_s7/val" \
+  "Lite2, light aug, seed 8=$S/lite2_light_s8/bundle_config.json,$S/lite2_light_s8/val" \
+  "ensemble Lite0 + Lite2, mean of logits=$S/ens_lite0_lite2_plain/bundle_config.json,$S/ens_lite0_lite2_plain/val" \
+  "ensemble Lite0 + Lite2, 4 flips (served TTA)=$S/ens_lite0_lite2_flips/bundle_config.json,$S/ens_lite0_lite2_flips/val" \
+  "shipped default (v3): Lite0 + Lite1 + Lite2=$S/default_v3/bundle_config.json,$S/default_v3/val,,$S/default_v3/shifted.json"
