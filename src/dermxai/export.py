@@ -22,7 +22,7 @@ from dermxai.inference.onnx_backend import (
     OnnxBackend,
     config_digest,
 )
-from dermxai.models.bundle import BundleConfig, load_bundle, weights_digest
+from dermxai.models.bundle import BundleConfig, load_bundle, update_config, weights_digest
 from dermxai.models.features import WithFeatures
 from dermxai.preprocessing import load_resized, to_batch
 
@@ -99,6 +99,8 @@ def export_onnx(
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, out)
+    if out == bundle_dir / ONNX_NAME and config.onnx_int8 is not None:
+        update_config(bundle_dir, onnx_int8=None)  # the served graph is float32 again
     return ExportReport(out, *report)
 
 

@@ -152,9 +152,7 @@ def gate_command(
 
     if measure_only and (write or thresholds_only):
         raise ValueError("--measure-only fits nothing: it cannot be combined with --write or --thresholds-only")
-    # the Gaussians are fitted on the features of the weights themselves, whatever the graph; thresholds and
-    # measurements on what is served
-    predictor = Predictor(model, prefer_onnx=measure_only or thresholds_only)
+    predictor = Predictor(model)  # fitted and measured on what is served (the ONNX graph when current, int8 or not)
     if measure_only:
         if predictor.gate is None:
             raise ValueError(f"{model} has no gate to measure: run `dermxai gate --write` first")
@@ -209,7 +207,7 @@ def index_command(
     from dermxai.inference.predictor import Predictor
     from dermxai.models.bundle import update_config
 
-    predictor = Predictor(model, prefer_onnx=False)  # features of the weights themselves, whatever the graph
+    predictor = Predictor(model)  # the features that are served (the ONNX graph when current, int8 or not)
     index, record = fit_bundle_index(predictor, data, split, images=images, folder=model)
     index.save(model)
     update_config(model, similar_cases=record)
@@ -327,12 +325,42 @@ def export_command(
         typer.Option("--check-images", help="Images for the parity check (default: the installed example images)."),
     ] = None,
     opset: int = 18,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Then quantize the graph to int8 (ranges from training images), kept only if it answers as "
+            "float32 does on validation. Needs --data and --split.",
+        ),
+    ] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset folder, for --int8.")] = None,
+    split: Annotated[Path | None, typer.Option("--split", help="Split CSV, for --int8 (train and val).")] = None,
+    images: ImagesOption = None,
+    min_agreement: Annotated[
+        float, typer.Option(help="--int8: share of val images whose served label must not change.")
+    ] = 0.9,
+    max_drop: Annotated[float, typer.Option(help="--int8: largest allowed fall of val balanced accuracy.")] = 0.01,
 ) -> None:
-    """Export a bundle to ONNX (dynamic batch) after checking ONNX Runtime matches PyTorch within 1e-4."""
+    """Export a bundle to ONNX (dynamic batch) after checking ONNX Runtime matches PyTorch within 1e-4;
+    with --int8, then quantize it (then re-run calibrate, gate and index: they are fitted on what is served)."""
     from dermxai.export import export_onnx
 
+    if int8 and (data is None or split is None or onnx is not None):
+        raise ValueError("--int8 needs --data and --split (ranges from train, the check on val), and no --onnx")
     report = export_onnx(model, onnx, check_images, opset)
     console.print(
         f"{report.path}: parity on {report.checked_on}: max probability difference "
         f"{report.max_prob_diff:.1e} (max logit difference {report.max_logit_diff:.1e})"
     )
+    if int8:
+        from dermxai.quantize import quantize_on_split
+
+        record = quantize_on_split(model, data, split, images=images, min_agreement=min_agreement, max_drop=max_drop)
+        latency, mib = record["p50_ms_graph_single_image"], record["onnx_mib"]
+        console.print(
+            f"{report.path}: int8 ({mib['float32']} -> {mib['int8']} MiB, one image {latency['float32']} -> "
+            f"{latency['int8']} ms): served label unchanged on {record['val_label_agreement']:.1%} of "
+            f"{record['val_images']} val images, val balanced accuracy {record['val_bacc_served']['float32']:.3f} "
+            f"-> {record['val_bacc_served']['int8']:.3f}. Re-run calibrate, gate --thresholds-only and index.",
+            highlight=False,
+        )

@@ -207,17 +207,17 @@ def calibrate_bundle(
 ) -> BundleConfig:
     """Fit every calibration step on the ``val`` subset of ``split`` and rewrite the bundle's config.json."""
     from dermxai.evaluation.evaluate import from_split
-    from dermxai.evaluation.predict import load_images, predict_logits
+    from dermxai.evaluation.predict import load_images, predict_logits, served_scorer
 
     if not 0 < target <= 1:
         raise ValueError(f"--target-sensitivity must be in (0, 1], not {target}")
     model, config = load_bundle(bundle)
-    model = model.to("cuda") if torch.cuda.is_available() else model  # a lent GPU scores in seconds
+    scorer = served_scorer(Path(bundle), model)  # fitted on what is served (an int8 graph answers differently)
     val_set = from_split(data, split, "val", images)
     classes = list(config.classes)
     pixels = load_images(val_set.table, config.size, cache_dir, val_set.full_table)
     val = ValidationSet(
-        predict_logits(model, config, pixels, batch_size=batch_size),
+        predict_logits(scorer, config, pixels, batch_size=batch_size),
         val_set.table["dx"].map(classes.index).to_numpy(),
         val_set.table["image_id"].tolist(),
         classes,
@@ -225,7 +225,8 @@ def calibrate_bundle(
         train_counts(data, split, classes, images),
     )
     updated = calibrate_config(val, config, steps)
-    updated = updated.replace(calibration={**updated.calibration, "split": str(split)})
+    scored_by = "pytorch-cuda" if isinstance(scorer, torch.nn.Module) else scorer.name
+    updated = updated.replace(calibration={**updated.calibration, "split": str(split), "scored_by": scored_by})
     write_config(bundle, updated)
     mark_card(Path(bundle) / "MODEL_CARD.md", calibration_warning(updated.calibration))
     return updated

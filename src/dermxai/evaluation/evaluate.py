@@ -25,9 +25,8 @@ from dermxai.evaluation.metrics import (
     negative_log_likelihood,
     scalar_metrics,
 )
-from dermxai.evaluation.predict import load_images, predict_logits
+from dermxai.evaluation.predict import load_images, predict_logits, served_scorer
 from dermxai.evaluation.subgroups import subgroup_table
-from dermxai.inference.onnx_backend import load_backend
 from dermxai.machine import describe_machine
 from dermxai.models.bundle import BundleConfig, load_bundle
 from dermxai.probabilities import softmax
@@ -111,10 +110,7 @@ def evaluate(
     ``leak``: the audit's finding when the split is knowingly leaky (recorded, and the report's first line).
     """
     model, config = load_bundle(bundle)
-    if torch.cuda.is_available():  # a lent GPU scores in seconds
-        scorer = model.to("cuda")
-    else:  # what is served: the bundle's ONNX graph when it is current, else PyTorch
-        scorer = load_backend(bundle, model=model)
+    scorer = served_scorer(bundle, model)
     classes = list(config.classes)
     unknown = sorted(set(eval_set.table["dx"]) - set(classes))
     if unknown:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from dermxai.data.cache import build_cache
+from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
 from dermxai.models.bundle import BundleConfig
 from dermxai.preprocessing import load_resized, to_batch
 
@@ -33,6 +34,18 @@ def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
 
 class LogitsBackend(Protocol):
     def logits(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def served_scorer(bundle: Path, model: nn.Module) -> nn.Module | OnnxBackend | TorchBackend:
+    """What scores a bundle's images as it is served: its current ONNX graph (float32 or int8), else PyTorch.
+
+    On a lent GPU the weights run there instead (seconds, not minutes), unless the graph is int8: its answers
+    differ from the weights', and the figures must be those of what is served.
+    """
+    scorer = load_backend(bundle, model=model)
+    if torch.cuda.is_available() and scorer.name != "onnxruntime-int8":
+        return model.to("cuda")
+    return scorer
 
 
 def predict_logits(

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 ONNX_NAME = "model.onnx"
 WEIGHTS_KEY = "dermxai.weights_sha256"
 CONFIG_KEY = "dermxai.config_sha256"
+PRECISION_KEY = "dermxai.precision"  # "int8" on a graph written by `dermxai export --int8`; absent: float32
 GRAPH_FIELDS = ("arch", "classes", "height", "width", "mean", "std", "gate_layer")
 
 
@@ -40,9 +41,8 @@ def config_digest(config: BundleConfig) -> str:
 
 
 class OnnxBackend:
-    """An ONNX Runtime session on the CPU, all graph optimisations on."""
-
-    name = "onnxruntime"
+    """An ONNX Runtime session on the CPU, all graph optimisations on; ``name`` says "onnxruntime-int8" for an
+    int8 graph (``dermxai export --int8``)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -60,6 +60,8 @@ class OnnxBackend:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.metadata = self.session.get_modelmeta().custom_metadata_map
+        self.precision = self.metadata.get(PRECISION_KEY, "float32")
+        self.name = "onnxruntime-int8" if self.precision == "int8" else "onnxruntime"
 
     def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits (N, classes) and gate features (N, D) or None, of a normalised float32 batch (N, 3, H, W)."""

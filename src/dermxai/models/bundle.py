@@ -87,6 +87,7 @@ class BundleConfig:
     # an ensemble (arch "ensemble"): one record per member (arch, mean, std, source, ...), logits averaged
     members: tuple[dict[str, Any], ...] | None = None
     flip_tta: bool | None = None  # True: an ensemble also averages its logits over the four flips of the input
+    onnx_int8: dict[str, Any] | None = None  # model.onnx is int8 (`dermxai export --int8`): how it was checked
     # provenance
     weights: str | None = None
     seed: int | None = None
@@ -165,6 +166,8 @@ class BundleConfig:
             and _numbers((self.abstain.get("min_confidence"), self.abstain.get("max_energy")))
         ):
             raise BundleError("'abstain' must hold numbers 'min_confidence' and 'max_energy'")
+        if self.onnx_int8 is not None and not isinstance(self.onnx_int8, dict):
+            raise BundleError("'onnx_int8' must be a JSON object (the int8 export's record)")
         for name in ("gate_layer", "cam_layer", "cam_method"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise BundleError(f"'{name}' must be a string")
