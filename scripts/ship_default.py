@@ -26,7 +26,7 @@ def ship(bundle: Path, out: Path) -> None:
     config = read_config(bundle)
     save_file(half, out / "model.safetensors", metadata=weights_metadata(config))
     storage = "float16 weights (cast after training by scripts/ship_default.py)"
-    write_config(out, config.replace(storage=storage))
+    write_config(out, config.replace(storage=storage, onnx_int8=None))  # no graph is carried over
     shutil.copy(bundle / "MODEL_CARD.md", out / "MODEL_CARD.md")
     if (bundle / "ood_gate.npz").is_file():  # the gate reads features, which float16 weights barely change
         shutil.copy(bundle / "ood_gate.npz", out / "ood_gate.npz")
