@@ -1,6 +1,6 @@
 """Would int8 ONNX buy the latency an ensemble needs? A probe on validation only.
 
-    python experiments/int8_probe.py BUNDLE [--calibration-images 128] [--method minmax] [--out FILE.json]
+    python experiments/int8_probe.py BUNDLE [--calibration-images 128] [--out FILE.json]
 
 Quantizes the bundle's ``model.onnx`` statically (ONNX Runtime, QDQ, per-channel int8 weights, uint8
 activations) with ranges from training images, then compares it with the float32 graph on every validation
@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.metrics import balanced_accuracy
@@ -28,22 +26,7 @@ from dermxai.evaluation.predict import load_images
 from dermxai.inference.onnx_backend import ONNX_NAME
 from dermxai.models.bundle import read_config
 from dermxai.preprocessing import to_batch
-
-METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
-
-
-class Batches(CalibrationDataReader):
-    """The calibration images, eight at a time, under the graph's input name."""
-
-    def __init__(self, name: str, images: np.ndarray) -> None:
-        self.name, self.images, self.start = name, images, 0
-
-    def get_next(self) -> dict | None:
-        if self.start >= len(self.images):
-            return None
-        batch = {self.name: self.images[self.start : self.start + 8]}
-        self.start += 8
-        return batch
+from dermxai.quantize import quantize_graph
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -73,7 +56,6 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ham10000"))
     parser.add_argument("--split", type=Path, default=Path("splits/ham10000_seed0.csv"))
     parser.add_argument("--calibration-images", type=int, default=128)
-    parser.add_argument("--method", choices=sorted(METHODS), default="minmax")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -88,19 +70,9 @@ def main() -> None:
 
     float_graph = session(args.bundle / ONNX_NAME)
     with tempfile.TemporaryDirectory() as folder:
-        prepared, quantized = Path(folder) / "prepared.onnx", Path(folder) / "int8.onnx"
-        quant_pre_process(str(args.bundle / ONNX_NAME), str(prepared))
+        quantized = Path(folder) / "int8.onnx"
         start = time.perf_counter()
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            Batches(float_graph.get_inputs()[0].name, calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=METHODS[args.method],
-        )
+        quantize_graph(args.bundle / ONNX_NAME, quantized, calibration, float_graph.get_inputs()[0].name)
         quantize_s = time.perf_counter() - start
         int8_graph = session(quantized)
         int8_mib = quantized.stat().st_size / 2**20
@@ -112,7 +84,7 @@ def main() -> None:
         latency["int8"].append(p50_ms(int8_graph, images[:1], args.runs))
     report = {
         "bundle": str(args.bundle),
-        "method": args.method,
+        "method": "minmax",
         "calibration_images": args.calibration_images,
         "val_images": len(images),
         "quantize_s": round(quantize_s, 1),

@@ -85,8 +85,9 @@ def _p50_ms(backends: dict[str, OnnxBackend], image: np.ndarray, runs: int = 20,
     return {name: round(1000 * float(np.median(values)), 2) for name, values in times.items()}
 
 
-def _quantize(source: Path, target: Path, calibration: np.ndarray, input_name: str) -> None:
-    """Static QDQ quantization of ``source`` into ``target``, activation ranges from ``calibration``."""
+def quantize_graph(source: Path, target: Path, calibration: np.ndarray, input_name: str) -> None:
+    """Static QDQ quantization of ``source`` into ``target``, activation ranges from ``calibration`` (normalised
+    float32 NCHW batches under the graph input ``input_name``)."""
     try:
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -167,7 +168,7 @@ def quantize_bundle(
     with tempfile.TemporaryDirectory(dir=bundle) as folder:
         quantized = Path(folder) / ONNX_NAME
         start = time.perf_counter()
-        _quantize(bundle / ONNX_NAME, quantized, calibration, float_graph.input_name)
+        quantize_graph(bundle / ONNX_NAME, quantized, calibration, float_graph.input_name)
         _copy_metadata(bundle / ONNX_NAME, quantized)
         quantize_s = time.perf_counter() - start
         int8_graph = OnnxBackend(quantized)
