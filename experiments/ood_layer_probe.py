@@ -2,6 +2,8 @@
 
     python experiments/ood_layer_probe.py BUNDLE LAYER [LAYER ...]    # e.g. src/dermxai/assets/default_model blocks.3 blocks.4 blocks.5
 
+A LAYER may join several with "+" (e.g. members.1.blocks.5+members.3.blocks.5): their features concatenated.
+
 For each layer (and the penultimate features, "cam"): a PPCA-Mahalanobis gate (inference/feature_gate.py)
 on pooled mean/std features, fitted on 1,500 training images plus one random acquisition variant of each
 (evaluation/gate.py), threshold at 95% of 1,000 validation images. Printed per layer: share withheld of 400
@@ -33,9 +35,10 @@ DATA, SPLIT = Path("../shared/data/ham10000"), Path("splits/ham10000_seed0.csv")
 
 def main(bundle: str, layers: list[str]) -> None:
     model, config = load_bundle(bundle)
-    size = (config["height"], config["width"])
+    size = (config.height, config.width)
     seen: dict[str, torch.Tensor] = {}
-    for name in [*layers, config["cam_layer"]]:
+    parts_of = {layer: layer.split("+") for layer in layers}
+    for name in {*[part for parts in parts_of.values() for part in parts], config.cam_layer}:
         model.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
 
     def features(images: list[Image.Image]) -> dict[str, np.ndarray]:
@@ -44,9 +47,10 @@ def main(bundle: str, layers: list[str]) -> None:
             pixels = np.stack([resize_cover(image, size) for image in images[start : start + 64]])
             with torch.inference_mode():
                 model(to_batch(pixels, config))
-            parts.setdefault("cam", []).append(seen[config["cam_layer"]].float().mean((2, 3)).numpy())
+            parts.setdefault("cam", []).append(seen[config.cam_layer].float().mean((2, 3)).numpy())
             for name in layers:
-                parts.setdefault(name, []).append(pooled_mean_std(seen[name]).numpy())
+                pooled = [pooled_mean_std(seen[part]).numpy() for part in parts_of[name]]
+                parts.setdefault(name, []).append(np.concatenate(pooled, 1))
         return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
     def split_images(subset: str, n: int) -> list[Image.Image]:

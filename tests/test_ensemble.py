@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from dermxai.cli import app
 from dermxai.data.labels import CLASSES
 from dermxai.inference.predictor import Predictor
-from dermxai.models.bundle import BundleConfig, BundleError, load_bundle, read_config, save_bundle
+from dermxai.models.bundle import BundleConfig, BundleError, load_bundle, read_config, save_bundle, validate_bundle
 from dermxai.models.registry import create_model
 from dermxai.preprocessing import to_batch
 
@@ -125,3 +125,36 @@ def test_a_member_trained_at_a_larger_size_sees_the_ensembles_input_upsampled(en
         )
     with pytest.raises(BundleError, match="both or neither"):
         read_config(tmp_path / "mixed").replace(members=({**config.members[1], "width": None}, config.members[0]))
+
+
+def test_the_gate_can_join_several_members_features_and_serves_them_from_one_graph(ensemble, tmp_path):
+    from dermxai.models.features import WithFeatures
+
+    _, members = ensemble
+    args = ["ensemble", *map(str, members), "--gate-member", "1", "--gate-member", "0", "--out", str(tmp_path / "j")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model, config = load_bundle(tmp_path / "j")
+    assert config.gate_layer == "members.1.layer3+members.0.layer3" and config.cam_layer == "members.0.layer4"
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    x = to_batch(pixels, config)
+    with torch.inference_mode():
+        _, joined = WithFeatures(model, config.gate_layer)(x)
+        singles = [WithFeatures(model, f"members.{i}.layer3")(x)[1] for i in (1, 0)]
+    np.testing.assert_allclose(joined.numpy(), torch.cat(singles, 1).numpy(), atol=1e-6)
+    assert runner.invoke(app, ["export", "--model", str(tmp_path / "j")]).exit_code == 0
+    predictor = Predictor(tmp_path / "j")
+    assert predictor.backend.name == "onnxruntime"
+    np.testing.assert_allclose(predictor.outputs(pixels)[1], joined.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_a_gate_member_out_of_range_twice_or_not_a_layer_is_refused_in_one_line(ensemble, tmp_path):
+    folder, members = ensemble
+    for extra, message in ((["--gate-member", "2"], "between 0 and 1"), (["--gate-member", "1"] * 2, "twice")):
+        result = runner.invoke(app, ["ensemble", *map(str, members), *extra, "--out", str(tmp_path / "x")])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    broken = tmp_path / "broken"
+    model, config = load_bundle(folder)
+    save_bundle(broken, model, config.replace(gate_layer="members.1.layer3+members.0.nowhere"))
+    with pytest.raises(BundleError, match="gate_layer 'members.0.nowhere' is not a layer"):
+        validate_bundle(broken)

@@ -195,8 +195,15 @@ def ensemble_command(
     ],
     out: Annotated[Path, typer.Option("--out", help="The ensemble bundle folder to write.")],
     explain_member: Annotated[
-        int, typer.Option(help="Index of the member whose layers give the heatmaps and the gate's features.")
+        int, typer.Option(help="Index of the member whose layers give the heatmaps (and the gate's features).")
     ] = 0,
+    gate_member: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--gate-member",
+            help="Index of a member whose features feed the gate, repeatable (features joined); default: --explain-member.",
+        ),
+    ] = None,
     flips: Annotated[
         bool, typer.Option(help="Also average over the four flips of the input (served TTA; one member allowed).")
     ] = False,
@@ -204,7 +211,7 @@ def ensemble_command(
     """Combine bundles into one ensemble bundle (mean of logits); then calibrate, gate and export it as any bundle."""
     from dermxai.models.ensemble import make_ensemble
 
-    bundle = make_ensemble(members, out, explain_member, flips)
+    bundle = make_ensemble(members, out, explain_member, flips, gate_members=gate_member)
     console.print(
         f"ensemble of {len(members)} written to {bundle}; next: dermxai calibrate --model {bundle} ..., "
         f"dermxai gate --model {bundle} ... --write, dermxai export --model {bundle}"

@@ -32,6 +32,9 @@ ENSEMBLE_ARCH = "ensemble"
 """The ``arch`` of an ensemble bundle (its ``members`` name the architectures; see models/ensemble.py)."""
 
 BUNDLE_VERSION = 2
+
+GATE_LAYER_JOIN = "+"
+"""Joins several layers in one ``gate_layer`` (e.g. two ensemble members'): their gate features are concatenated."""
 """Version 2 adds ``version`` itself; version 1 (no ``version`` key) may name ``wall_time_s`` for ``train_time_s``."""
 
 CARD = """# {arch} for HAM10000 diagnosis ({note})
@@ -78,7 +81,7 @@ class BundleConfig:
     thresholds: dict[str, float] = field(default_factory=dict)  # "malignant": flag at this malignant score
     abstain: dict[str, Any] | None = None  # min_confidence, max_energy and how they were fitted
     calibration: dict[str, Any] = field(default_factory=dict)  # what calibration measured on validation
-    gate_layer: str | None = None  # None: the architecture's default
+    gate_layer: str | None = None  # None: the architecture's default; "a+b": layers a and b, features joined
     ood_gate: dict[str, Any] | None = None  # how the out-of-distribution gate was fitted
     similar_cases: dict[str, Any] | None = None  # how the feature index of similar cases was fitted
     cam_layer: str | None = None  # None: the architecture's default
@@ -314,10 +317,17 @@ def validate_bundle(folder: str | Path) -> BundleConfig:
             f"for {', '.join(json.loads(trained))}"
         )
     prefixes = {name.rsplit(".", i)[0] for name in names for i in range(1, name.count(".") + 1)}
-    for field_name, layer in (("cam_layer", config.cam_layer), ("gate_layer", config.gate_layer)):
-        if layer and layer not in prefixes:
+    named = [("cam_layer", config.cam_layer)] if config.cam_layer else []
+    named += [("gate_layer", layer) for layer in gate_layers(config.gate_layer)] if config.gate_layer else []
+    for field_name, layer in named:
+        if layer not in prefixes:
             raise BundleError(f"{folder}/config.json: {field_name} {layer!r} is not a layer of {config.arch}")
     return config
+
+
+def gate_layers(gate_layer: str) -> list[str]:
+    """The layers a ``gate_layer`` names, in order: one, or several joined by :data:`GATE_LAYER_JOIN`."""
+    return [layer.strip() for layer in gate_layer.split(GATE_LAYER_JOIN)]
 
 
 def write_config(folder: str | Path, config: BundleConfig) -> None:

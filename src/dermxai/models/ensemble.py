@@ -96,20 +96,39 @@ def build_ensemble(
     return MeanLogits(nets, [(m["mean"], m["std"]) for m in members], served_norm, flips, sizes)
 
 
-def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 0, flips: bool = False) -> Path:
-    """Write an ensemble bundle of ``member_dirs`` to ``out``; heatmaps and gate come from ``explain_member``;
+def make_ensemble(
+    member_dirs: Sequence[Path],
+    out: Path,
+    explain_member: int = 0,
+    flips: bool = False,
+    gate_members: Sequence[int] | None = None,
+) -> Path:
+    """Write an ensemble bundle of ``member_dirs`` to ``out``; heatmaps come from ``explain_member``, the gate's
+    features from ``gate_members`` (each one's gate layer, joined in that order; default: the explain member);
     ``flips`` serves the mean over the four flips too (one member is then allowed: a model with served TTA).
     The ensemble's input size is the first member's; the others' may be larger (they see it upsampled).
 
     The new bundle is uncalibrated (no decision rule, temperature 1, no threshold, no gate): run
     ``dermxai calibrate`` and ``dermxai gate --write`` on it, as on any bundle, to fit them on its own outputs.
     """
-    from dermxai.models.bundle import ENSEMBLE_ARCH, BundleConfig, BundleError, load_bundle, save_bundle, weights_digest
+    from dermxai.models.bundle import (
+        ENSEMBLE_ARCH,
+        GATE_LAYER_JOIN,
+        BundleConfig,
+        BundleError,
+        load_bundle,
+        save_bundle,
+        weights_digest,
+    )
 
     if len(member_dirs) < (1 if flips else 2):
         raise BundleError("an ensemble needs at least two member bundles (or one, with --flips)")
-    if not 0 <= explain_member < len(member_dirs):
-        raise BundleError(f"--explain-member must be between 0 and {len(member_dirs) - 1}, not {explain_member}")
+    gate_members = list(gate_members or [explain_member])
+    for option, index in [("--explain-member", explain_member)] + [("--gate-member", i) for i in gate_members]:
+        if not 0 <= index < len(member_dirs):
+            raise BundleError(f"{option} must be between 0 and {len(member_dirs) - 1}, not {index}")
+    if len(set(gate_members)) != len(gate_members):
+        raise BundleError(f"--gate-member lists a member twice ({', '.join(map(str, gate_members))})")
     loaded = [load_bundle(folder) for folder in member_dirs]
     configs = [config for _, config in loaded]
     first = configs[0]
@@ -144,7 +163,12 @@ def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 
         for folder, c in zip(member_dirs, configs)
     )
     chosen = configs[explain_member]
-    gate = chosen.feature_layer()
+    gates = [(i, configs[i].feature_layer()) for i in gate_members]
+    gate_layer = (
+        None
+        if not all(layer for _, layer in gates)
+        else GATE_LAYER_JOIN.join(f"members.{i}.{layer}" for i, layer in gates)
+    )
     config = BundleConfig(
         arch=ENSEMBLE_ARCH,
         classes=first.classes,
@@ -156,7 +180,7 @@ def make_ensemble(member_dirs: Sequence[Path], out: Path, explain_member: int = 
         flip_tta=flips or None,
         cam_layer=f"members.{explain_member}.{chosen.target_layer()}",
         cam_method=chosen.cam_method,
-        gate_layer=f"members.{explain_member}.{gate}" if gate else None,
+        gate_layer=gate_layer,
         weights="members",
         train_time_s=sum(c.train_time_s or 0 for c in configs),
         dataset_fingerprint=first.dataset_fingerprint,

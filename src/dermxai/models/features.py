@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dermxai.models.bundle import gate_layers
+
 
 def pooled_mean_std(activation: torch.Tensor) -> torch.Tensor:
     """Per-channel mean and standard deviation over space: (N, C, H, W) -> (N, 2C)."""
@@ -21,18 +23,23 @@ def pooled_mean_std(activation: torch.Tensor) -> torch.Tensor:
 
 
 class WithFeatures(nn.Module):
-    """Wraps ``model``: forward returns ``(logits, pooled mean/std of gate_layer)``."""
+    """Wraps ``model``: forward returns ``(logits, pooled mean/std of gate_layer)``, the features of several
+    joined layers (:func:`gate_layers`) concatenated in the order named."""
 
     def __init__(self, model: nn.Module, gate_layer: str) -> None:
         super().__init__()
         self.model = model
+        self.layers = gate_layers(gate_layer)
         self._activation: dict[str, torch.Tensor] = {}
         self._capturing = False  # the hook keeps nothing from forward passes not made through this wrapper (CAMs)
-        model.get_submodule(gate_layer).register_forward_hook(self._keep)
+        for layer in self.layers:
+            model.get_submodule(layer).register_forward_hook(
+                lambda module, inputs, output, layer=layer: self._keep(layer, output)
+            )
 
-    def _keep(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    def _keep(self, layer: str, output: torch.Tensor) -> None:
         if self._capturing:
-            self._activation.setdefault("gate", output)  # the first pass: the image as given (not a TTA view)
+            self._activation.setdefault(layer, output)  # the first pass: the image as given (not a TTA view)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._capturing = True
@@ -40,4 +47,5 @@ class WithFeatures(nn.Module):
             logits = self.model(images)
         finally:
             self._capturing = False
-        return logits, pooled_mean_std(self._activation.pop("gate"))
+        pooled = [pooled_mean_std(self._activation.pop(layer)) for layer in self.layers]
+        return logits, pooled[0] if len(pooled) == 1 else torch.cat(pooled, 1)
