@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Build and ship an int8 ensemble in one pass (validation only; the test split is not read):
-#   scripts/ship_int8_ensemble.sh TAG EXPLAIN_INDEX "GATE_INDEX ..." MEMBER...
+#   scripts/ship_int8_ensemble.sh TAG "ENSEMBLE OPTIONS" MEMBER...
+#   e.g. scripts/ship_int8_ensemble.sh v6c "--explain-member 2 --gate-only members/lite2_full_s0" members/...
 # ensemble -> fp16 copy -> calibrate -> export --int8 (kept only if val answers agree) -> calibrate on the served
 # graph -> gate --write -> index -> evaluate val. Writes runs/default_TAG and results/study/default_TAG/val.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TAG=$1; EXPLAIN=$2; GATES=$3; shift 3
+TAG=$1; read -r -a OPTIONS <<< "$2"; shift 2
 D=../shared/data/ham10000; S=splits/ham10000_seed0.csv; B=runs/default_$TAG
-GATE_FLAGS=(); for g in $GATES; do GATE_FLAGS+=(--gate-member "$g"); done
-.venv/bin/dermxai ensemble "$@" --explain-member "$EXPLAIN" "${GATE_FLAGS[@]}" --out runs/ens_$TAG
+.venv/bin/dermxai ensemble "$@" "${OPTIONS[@]}" --out runs/ens_$TAG
 .venv/bin/python scripts/ship_default.py runs/ens_$TAG --out $B
 .venv/bin/dermxai calibrate --model $B --data $D --split $S
 .venv/bin/dermxai export --model $B --int8 --data $D --split $S

@@ -158,3 +158,33 @@ def test_a_gate_member_out_of_range_twice_or_not_a_layer_is_refused_in_one_line(
     save_bundle(broken, model, config.replace(gate_layer="members.1.layer3+members.0.nowhere"))
     with pytest.raises(BundleError, match="gate_layer 'members.0.nowhere' is not a layer"):
         validate_bundle(broken)
+
+
+def test_a_gate_only_member_feeds_the_gate_but_does_not_vote(ensemble, tmp_path):
+    from dermxai.models.features import WithFeatures
+
+    folder, members = ensemble
+    extra = member(tmp_path / "c", "resnet18", 3)
+    args = ["ensemble", *map(str, members), "--gate-only", str(extra), "--out", str(tmp_path / "g")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model, config = load_bundle(tmp_path / "g")
+    assert [m.get("votes", True) for m in config.members] == [True, True, False]
+    assert config.gate_layer == "members.2.layer3" and config.cam_layer == "members.0.layer4"
+    pixels = np.random.default_rng(3).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    x = to_batch(pixels, config)
+    voting, _ = load_bundle(folder)
+    net, own = load_bundle(extra)
+    with torch.inference_mode():
+        logits, features = WithFeatures(model, config.gate_layer)(x)
+        np.testing.assert_allclose(logits.numpy(), voting(x).numpy(), atol=1e-5)  # the vote ignores the extra
+        np.testing.assert_allclose(
+            features.numpy(), WithFeatures(net, "layer3")(to_batch(pixels, own))[1].numpy(), atol=1e-5
+        )
+    assert runner.invoke(app, ["export", "--model", str(tmp_path / "g")]).exit_code == 0
+    predictor = Predictor(tmp_path / "g")
+    np.testing.assert_allclose(predictor.outputs(pixels)[1], features.numpy(), rtol=1e-3, atol=1e-3)
+    result = runner.invoke(app, [*args[:-1], str(tmp_path / "h"), "--explain-member", "2"])
+    assert result.exit_code == 2 and "--explain-member must be between 0 and 1" in result.output
+    with pytest.raises(BundleError, match="two voting records"):
+        config.replace(members=tuple({**m, "votes": False} for m in config.members[1:]))

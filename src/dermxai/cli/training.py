@@ -204,6 +204,13 @@ def ensemble_command(
             help="Index of a member whose features feed the gate, repeatable (features joined); default: --explain-member.",
         ),
     ] = None,
+    gate_only: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--gate-only",
+            help="A bundle that feeds the gate's features without voting (repeatable; indices after the members).",
+        ),
+    ] = None,
     flips: Annotated[
         bool, typer.Option(help="Also average over the four flips of the input (served TTA; one member allowed).")
     ] = False,
@@ -211,7 +218,7 @@ def ensemble_command(
     """Combine bundles into one ensemble bundle (mean of logits); then calibrate, gate and export it as any bundle."""
     from dermxai.models.ensemble import make_ensemble
 
-    bundle = make_ensemble(members, out, explain_member, flips, gate_members=gate_member)
+    bundle = make_ensemble(members, out, explain_member, flips, gate_members=gate_member, gate_only=gate_only or ())
     console.print(
         f"ensemble of {len(members)} written to {bundle}; next: dermxai calibrate --model {bundle} ..., "
         f"dermxai gate --model {bundle} ... --write, dermxai export --model {bundle}"

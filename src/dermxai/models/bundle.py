@@ -88,6 +88,7 @@ class BundleConfig:
     cam_method: str = "gradcam"
     cam_choice: dict[str, Any] | None = None  # how cam_layer and cam_method were chosen
     # an ensemble (arch "ensemble"): one record per member (arch, mean, std, source, ...), logits averaged
+    # (but those of a record with "votes": false, a gate-only member)
     members: tuple[dict[str, Any], ...] | None = None
     flip_tta: bool | None = None  # True: an ensemble also averages its logits over the four flips of the input
     onnx_int8: dict[str, Any] | None = None  # model.onnx is int8 (`dermxai export --int8`): how it was checked
@@ -142,12 +143,14 @@ class BundleConfig:
                 and _numbers(m.get("std"), 3)
                 and ("height" in m) == ("width" in m)
                 and all(isinstance(m.get(k, 1), int) and m.get(k, 1) > 0 for k in ("height", "width"))
+                and isinstance(m.get("votes", True), bool)
                 for m in self.members
             )
+            and sum(m.get("votes", True) for m in self.members) >= (1 if self.flip_tta else 2)
         ):
             raise BundleError(
-                "'members' must list two records (one with flip_tta) with 'arch', 'mean' and 'std' "
-                "(and both or neither of a positive 'height' and 'width')"
+                "'members' must list two voting records (one with flip_tta) with 'arch', 'mean' and 'std' "
+                "(and both or neither of a positive 'height' and 'width'; 'votes', where given, true or false)"
             )
 
     def _check_served(self) -> None:

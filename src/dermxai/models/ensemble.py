@@ -8,6 +8,11 @@ its first member's input size; each member re-normalises that input to its own m
 and a member trained at a larger size sees it upsampled (bilinear, as PIL upsamples training images), so a
 high-resolution member joins members of the usual size in one graph.
 
+A member may be **gate-only** (its record has ``"votes": false``, ``dermxai ensemble --gate-only``): it runs on
+the identity view so the gate can read its features, but its logits are not averaged. This lets the gate keep the
+member whose features separate dermoscopy from everything else best while the vote keeps the members that
+classify best.
+
 With ``flips`` the graph also averages the logits over the four flips of the input (identity, left-right,
 upside-down, both: the symmetries that keep its shape), so test-time augmentation is served, calibrated and
 exported like the rest. The identity view runs first, on its own, so a hook on a member layer (the gate's
@@ -30,6 +35,7 @@ class MeanLogits(nn.Module):
     """``members`` applied to one input batch (and its flips when ``flips``); returns the mean of their logits.
 
     ``sizes``: each member's input size (height, width), or None where it takes the ensemble's input as it is.
+    ``votes``: whether each member's logits join the mean (False: gate-only, run once for its features).
     """
 
     def __init__(
@@ -39,9 +45,11 @@ class MeanLogits(nn.Module):
         served: tuple[Sequence[float], Sequence[float]],
         flips: bool = False,
         sizes: Sequence[tuple[int, int] | None] | None = None,
+        votes: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.votes = list(votes or [True] * len(members))
         self.flips = flips
         self.sizes = list(sizes or [None] * len(members))
         mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in served)
@@ -56,11 +64,13 @@ class MeanLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = []
-        for member, scale, shift, size in zip(self.members, self.scales, self.shifts, self.sizes):
+        for member, scale, shift, size, votes in zip(self.members, self.scales, self.shifts, self.sizes, self.votes):
             view = x * scale + shift
             if size is not None and tuple(view.shape[-2:]) != tuple(size):
                 view = F.interpolate(view, size=tuple(size), mode="bilinear", align_corners=False)
             out = member(view)
+            if not votes:  # gate-only: the forward pass feeds the gate's hook; its logits are not averaged
+                continue
             if self.flips:  # the three other views in one batch, after the identity view
                 flipped = member(torch.cat([view.flip(3), view.flip(2), view.flip(2, 3)]))
                 out = (out + flipped.unflatten(0, (3, -1)).sum(0)) / 4
@@ -93,7 +103,8 @@ def build_ensemble(
 
     nets = [create_model(m["arch"], weights="none", num_classes=num_classes)[0] for m in members]
     sizes = [(m["height"], m["width"]) if "height" in m else None for m in members]
-    return MeanLogits(nets, [(m["mean"], m["std"]) for m in members], served_norm, flips, sizes)
+    votes = [m.get("votes", True) for m in members]
+    return MeanLogits(nets, [(m["mean"], m["std"]) for m in members], served_norm, flips, sizes, votes)
 
 
 def make_ensemble(
@@ -102,9 +113,12 @@ def make_ensemble(
     explain_member: int = 0,
     flips: bool = False,
     gate_members: Sequence[int] | None = None,
+    gate_only: Sequence[Path] = (),
 ) -> Path:
     """Write an ensemble bundle of ``member_dirs`` to ``out``; heatmaps come from ``explain_member``, the gate's
-    features from ``gate_members`` (each one's gate layer, joined in that order; default: the explain member);
+    features from ``gate_members`` (indices into ``member_dirs`` then ``gate_only``; each one's gate layer, joined
+    in that order; default: the ``gate_only`` bundles if any, else the explain member). ``gate_only`` bundles run
+    for the gate's features and do not vote;
     ``flips`` serves the mean over the four flips too (one member is then allowed: a model with served TTA).
     The ensemble's input size is the first member's; the others' may be larger (they see it upsampled).
 
@@ -123,10 +137,14 @@ def make_ensemble(
 
     if len(member_dirs) < (1 if flips else 2):
         raise BundleError("an ensemble needs at least two member bundles (or one, with --flips)")
-    gate_members = list(gate_members or [explain_member])
-    for option, index in [("--explain-member", explain_member)] + [("--gate-member", i) for i in gate_members]:
+    voters = len(member_dirs)
+    if not 0 <= explain_member < voters:
+        raise BundleError(f"--explain-member must be between 0 and {voters - 1}, not {explain_member}")
+    member_dirs = [*member_dirs, *gate_only]
+    gate_members = list(gate_members or range(voters, len(member_dirs)) or [explain_member])
+    for index in gate_members:
         if not 0 <= index < len(member_dirs):
-            raise BundleError(f"{option} must be between 0 and {len(member_dirs) - 1}, not {index}")
+            raise BundleError(f"--gate-member must be between 0 and {len(member_dirs) - 1}, not {index}")
     if len(set(gate_members)) != len(gate_members):
         raise BundleError(f"--gate-member lists a member twice ({', '.join(map(str, gate_members))})")
     loaded = [load_bundle(folder) for folder in member_dirs]
@@ -145,8 +163,9 @@ def make_ensemble(
                 f"({first.height}x{first.width}, the ensemble's): list the member with the smallest input first"
             )
     sizes = [None if c.size == first.size else c.size for c in configs]
+    votes = [i < voters for i in range(len(member_dirs))]
     model = MeanLogits(
-        [m for m, _ in loaded], [(c.mean, c.std) for c in configs], (first.mean, first.std), flips, sizes
+        [m for m, _ in loaded], [(c.mean, c.std) for c in configs], (first.mean, first.std), flips, sizes, votes
     )
     records = tuple(
         {
@@ -159,8 +178,9 @@ def make_ensemble(
             "seed": c.seed,
             "recipe": c.recipe,
             **({} if c.size == first.size else {"height": c.height, "width": c.width}),
+            **({} if vote else {"votes": False}),
         }
-        for folder, c in zip(member_dirs, configs)
+        for folder, c, vote in zip(member_dirs, configs, votes)
     )
     chosen = configs[explain_member]
     gates = [(i, configs[i].feature_layer()) for i in gate_members]
@@ -188,4 +208,5 @@ def make_ensemble(
         hardware=first.hardware,
     )
     views = ", each over 4 flips" if flips else ""
-    return save_bundle(out, model, config, note=f"ensemble of {len(records)}: mean of logits{views}")
+    extra = f", gate features also from {len(gate_only)} gate-only member(s)" if gate_only else ""
+    return save_bundle(out, model, config, note=f"ensemble of {voters}: mean of logits{views}{extra}")
