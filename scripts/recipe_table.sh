@@ -19,4 +19,4 @@ python scripts/recipe_table.py --out results/recipe_study_table.md \
   "ensemble Lite0 + Lite2, mean of logits=$S/ens_lite0_lite2_plain/bundle_config.json,$S/ens_lite0_lite2_plain/val" \
   "ensemble Lite0 + Lite2, 4 flips (served TTA)=$S/ens_lite0_lite2_flips/bundle_config.json,$S/ens_lite0_lite2_flips/val" \
   "shipped default (v3): Lite0 + Lite1 + Lite2=$S/default_v3/bundle_config.json,$S/default_v3/val,,$S/default_v3/shifted.json" \
-  "candidate v6 (not shipped), int8: Lite0 + Lite1 + Lite2 + Lite1=$S/default_v6/bundle_config.json,$S/default_v6/val"
+  "shipped default (v6), int8: Lite0 + Lite1 + Lite2 + Lite1, gate-only Lite2=$S/default_v6c/bundle_config.json,$S/default_v6c/val,,$S/default_v6b/shifted.json"

@@ -52,7 +52,7 @@ def test_predict_returns_calibrated_probabilities(client, api):
 def test_health_models_and_openapi(client, api):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model_id"] == api.state.predictor.model_id
-    assert health["backend"] == "onnxruntime" and health["ood_gate"] is True
+    assert health["backend"] == "onnxruntime-int8" and health["ood_gate"] is True  # the default serves int8
     assert client.head("/health").status_code == 200
     (model,) = client.get("/models").json()
     assert model["arch"] == api.state.predictor.config.arch and "gradcam" in model["cam_methods"]

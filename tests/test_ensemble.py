@@ -188,3 +188,13 @@ def test_a_gate_only_member_feeds_the_gate_but_does_not_vote(ensemble, tmp_path)
     assert result.exit_code == 2 and "--explain-member must be between 0 and 1" in result.output
     with pytest.raises(BundleError, match="two voting records"):
         config.replace(members=tuple({**m, "votes": False} for m in config.members[1:]))
+
+
+def test_the_ensemble_converts_to_channels_last_as_the_explanation_scorer_needs(ensemble):
+    folder, _ = ensemble
+    model, config = load_bundle(folder)
+    x = to_batch(np.random.default_rng(4).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8), config)
+    with torch.inference_mode():
+        expected = model(x)
+        got = model.to(memory_format=torch.channels_last)(x)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)

@@ -338,7 +338,7 @@ def test_advice_follows_the_threshold_and_never_invents_one():
 def test_default_model_has_a_gate_that_withholds_a_document_and_passes_the_examples(predictor):
     from PIL import ImageDraw
 
-    assert predictor.gate is not None and predictor.backend.name == "onnxruntime"
+    assert predictor.gate is not None and predictor.backend.name == "onnxruntime-int8"
     page = Image.new("RGB", (800, 600), "white")
     draw = ImageDraw.Draw(page)
     for line in range(12):

@@ -59,13 +59,14 @@ class MeanLogits(nn.Module):
             (mean - torch.tensor(m, dtype=torch.float32).view(1, 3, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1)
             for m, s in norms
         ]
-        self.register_buffer("scales", torch.stack(scales), persistent=False)
-        self.register_buffer("shifts", torch.stack(shifts), persistent=False)
+        # kept as (members, 3): a rank-5 stack would stop `model.to(memory_format=torch.channels_last)`
+        self.register_buffer("scales", torch.stack(scales).flatten(1), persistent=False)
+        self.register_buffer("shifts", torch.stack(shifts).flatten(1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = []
         for member, scale, shift, size, votes in zip(self.members, self.scales, self.shifts, self.sizes, self.votes):
-            view = x * scale + shift
+            view = x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
             if size is not None and tuple(view.shape[-2:]) != tuple(size):
                 view = F.interpolate(view, size=tuple(size), mode="bilinear", align_corners=False)
             out = member(view)
