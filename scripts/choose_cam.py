@@ -24,8 +24,8 @@ def candidates(folder: Path) -> list[dict]:
     rows = []
     for metrics in sorted(folder.glob("*/explain_metrics.json")):
         scored = json.loads(metrics.read_text())
-        if scored.get("subset", "val") == "test":
-            raise SystemExit(f"{metrics}: scored on test; choose on validation")
+        if scored.get("provenance", {}).get("subset") != "val":
+            raise SystemExit(f"{metrics}: not scored on the validation subset; choose on validation")
         for method, figures in scored["per_method"].items():
             rows.append(
                 {
@@ -69,6 +69,7 @@ def main() -> None:
             "subset": "val",
             "scored_by": "scripts/cam_select.sh (dermxai explain-score --localisation-only --limit 500)",
             "candidates": rows,
+            "beats_gaussian": chosen["minus_gaussian"] > 0,  # in-mask energy above a centred Gaussian's
         }
         update_config(args.bundle, cam_layer=chosen["layer"], cam_method=chosen["method"], cam_choice=record)
         print(f"{args.bundle}: heatmap {chosen['method']} at {chosen['layer']}")

@@ -4,17 +4,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 D=../shared/data/ham10000; S=splits/ham10000_seed0.csv
 COMMON="--batch-size 48 --lr 0.002 --backbone-lr-scale 0.3 --class-weight-power 0.5 --label-smoothing 0.05 --ema-decay 0.998 --patience 10 --augment light --no-progress"
-post() {
-  local run=$1 name=$2 M=members/$2
-  .venv/bin/python scripts/ship_default.py runs/$run/bundle --out $M
-  .venv/bin/dermxai calibrate --model $M --data $D --split $S
-  mkdir -p results/study/$name
-  cp $M/config.json results/study/$name/bundle_config.json
-  cp -r runs/$run/logs results/study/$name/
-  .venv/bin/dermxai evaluate --model $M --out results/study/$name/val --data $D --split $S --subset val
-  echo "POST_DONE $name $(date +%T)"
-}
 date +%T
-.venv/bin/dermxai train --data $D --split $S --arch efficientnet_lite1 --epochs 7 --seed 9 $COMMON --max-minutes 42 --out runs/lite1_light_s9 && post lite1_light_s9 lite1_light_s9
-.venv/bin/dermxai train --data $D --split $S --arch efficientnet_lite0 --epochs 8 --seed 10 $COMMON --max-minutes 30 --out runs/lite0_light_s10 && post lite0_light_s10 lite0_light_s10
+.venv/bin/dermxai train --data $D --split $S --arch efficientnet_lite1 --epochs 7 --seed 9 $COMMON --max-minutes 42 --out runs/lite1_light_s9 && scripts/post_member.sh lite1_light_s9 lite1_light_s9
+.venv/bin/dermxai train --data $D --split $S --arch efficientnet_lite0 --epochs 8 --seed 10 $COMMON --max-minutes 30 --out runs/lite0_light_s10 && scripts/post_member.sh lite0_light_s10 lite0_light_s10
 echo ALL_DONE $(date +%T)

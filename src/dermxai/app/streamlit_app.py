@@ -209,6 +209,11 @@ def show_heatmap(folder: str, data: bytes, method: str, opacity: float, show_cam
     validated = METHOD_NAMES.get(config.cam_method, config.cam_method)
     if config.cam_choice is None:
         note = "No heatmap method was validated against lesion masks for this model."
+    elif method == config.cam_method and not config.cam_choice.get("beats_gaussian", True):
+        note = (
+            f"{validated} at `{config.target_layer()}` scored best of the heatmaps tried against lesion masks for "
+            "this model, but below a plain blob at the image centre: treat it as a rough guide."
+        )
     elif method == config.cam_method:
         note = f"{validated} at `{config.target_layer()}` is the method validated for this model against lesion masks."
     else:
