@@ -56,3 +56,15 @@ def test_the_choice_is_written_to_the_bundle_and_test_scores_are_refused(tmp_pat
     scored(tmp_path / "test_scores", "layer3", {"gradcam": (0.5, 0.9)}, subset="test")
     with pytest.raises(SystemExit, match="choose on validation"):
         choose_cam.candidates(tmp_path / "test_scores")
+
+
+def test_the_app_calls_a_chosen_heatmap_below_the_gaussian_a_rough_guide_and_one_above_it_validated():
+    from dermxai.app.streamlit_app import heatmap_note
+
+    config = BundleConfig("resnet18", tuple(CLASSES), 48, 64, (0.5,) * 3, (0.5,) * 3, cam_method="gradcam")
+    assert heatmap_note(config, "gradcam").startswith("No heatmap method was validated")
+    below = config.replace(cam_choice={"beats_gaussian": False})
+    assert "rough guide" in heatmap_note(below, "gradcam")
+    assert "validated for this model is Grad-CAM" in heatmap_note(below, "layercam")
+    above = config.replace(cam_choice={"beats_gaussian": True})
+    assert "is the method validated" in heatmap_note(above, "gradcam")

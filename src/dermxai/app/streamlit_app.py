@@ -24,6 +24,7 @@ from dermxai.inference.bundles import installed_bundles
 from dermxai.inference.cams import METHODS
 from dermxai.inference.inputs import InvalidImage
 from dermxai.inference.predictor import COLORMAP, Explanation, Prediction, Predictor
+from dermxai.models.bundle import BundleConfig
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "mpo"]
 
@@ -189,6 +190,24 @@ def show_result(prediction: Prediction, example_label: str | None) -> None:
     probability_chart(prediction)
 
 
+def heatmap_note(config: BundleConfig, method: str) -> str:
+    """What the app says about the heatmap ``method``: validated for this bundle, best tried but below a centred
+    blob, another method than the validated one, or never validated (``config``: the bundle's BundleConfig)."""
+    validated = METHOD_NAMES.get(config.cam_method, config.cam_method)
+    if config.cam_choice is None:
+        return "No heatmap method was validated against lesion masks for this model."
+    if method == config.cam_method and not config.cam_choice.get("beats_gaussian", True):
+        return (
+            f"{validated} at `{config.target_layer()}` scored best of the heatmaps tried against lesion masks for "
+            "this model, but below a plain blob at the image centre: treat it as a rough guide."
+        )
+    if method == config.cam_method:
+        return f"{validated} at `{config.target_layer()}` is the method validated for this model against lesion masks."
+    return (
+        f"The method validated for this model is {validated}; others may disagree with it and light up background skin."
+    )
+
+
 def show_heatmap(folder: str, data: bytes, method: str, opacity: float, show_cam: bool) -> None:
     """The upload beside its heatmap (both at the upload's aspect ratio), the colour scale and what was validated."""
     original, overlay = st.columns(2)
@@ -205,22 +224,7 @@ def show_heatmap(folder: str, data: bytes, method: str, opacity: float, show_cam
             width="stretch",
         )
         st.markdown(colour_scale_html(), unsafe_allow_html=True)
-    config = predictor(folder).config
-    validated = METHOD_NAMES.get(config.cam_method, config.cam_method)
-    if config.cam_choice is None:
-        note = "No heatmap method was validated against lesion masks for this model."
-    elif method == config.cam_method and not config.cam_choice.get("beats_gaussian", True):
-        note = (
-            f"{validated} at `{config.target_layer()}` scored best of the heatmaps tried against lesion masks for "
-            "this model, but below a plain blob at the image centre: treat it as a rough guide."
-        )
-    elif method == config.cam_method:
-        note = f"{validated} at `{config.target_layer()}` is the method validated for this model against lesion masks."
-    else:
-        note = (
-            f"The method validated for this model is {validated}; others may disagree with it and light up "
-            "background skin."
-        )
+    note = heatmap_note(predictor(folder).config, method)
     st.caption(
         f"{note} Bright areas influenced the prediction most; a heatmap shows where the model looked, not why, "
         "and not whether it was right. Dimmed borders: parts of the image the model did not see."
