@@ -2,9 +2,15 @@
 
 An image becomes a model input in two steps: **resize** (``resize_cover``: cover the bundle's input size,
 centre-crop the excess; ``load_resized`` from a file, EXIF orientation applied), then **normalise**
-(uint8 -> [0, 1] -> ``(x - mean) / std`` with the bundle's mean and std). Training splits the second step
-around its augmentation (``to_unit``, augment, ``standardise``); serving does it in one go (``to_array`` in
-numpy for ONNX Runtime, ``to_batch`` for PyTorch). ``tests/test_training.py`` checks that both agree.
+(uint8 -> [0, 1] -> the bundle's colour constancy, if any -> ``(x - mean) / std`` with the bundle's mean and
+std). Training splits the second step around its augmentation (``to_unit``, ``colour_correct``, augment,
+``standardise``); serving does it in one go (``to_array`` in numpy for ONNX Runtime, ``to_batch`` for PyTorch).
+``tests/test_training.py`` checks that both agree.
+
+Colour constancy (``colour_constancy: "shades_of_gray"``) is Finlayson & Trezzi's Shades of Gray (2004), as
+strong ISIC pipelines use it (Barata et al. 2015): each image's illuminant is estimated per channel as the
+Minkowski p-norm mean of its pixels (p = 6) and divided out, so the three estimates become their mean; it
+removes a camera's or a lamp's colour cast before the model sees the image.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ if TYPE_CHECKING:
     import torch
 
 
+COLOUR_CONSTANCY = ("shades_of_gray",)
+"""The colour-constancy steps a bundle may declare (``None``: the image as it is)."""
+
+SHADES_OF_GRAY_POWER = 6
+"""Minkowski norm of the Shades of Gray illuminant estimate (1: grey world; infinity: max-RGB)."""
+
+
 class InputFormat(Protocol):
     """The model input a bundle declares (``dermxai.models.bundle.BundleConfig`` is one)."""
 
@@ -30,6 +43,8 @@ class InputFormat(Protocol):
     def mean(self) -> Sequence[float]: ...
     @property
     def std(self) -> Sequence[float]: ...
+    @property
+    def colour_constancy(self) -> str | None: ...
 
 
 def load_resized(path: str, size: tuple[int, int]) -> np.ndarray:
@@ -73,9 +88,37 @@ def to_array(images: np.ndarray, config: InputFormat) -> np.ndarray:
             f"expected uint8 images of shape (N, {expected[0]}, {expected[1]}, 3), got {images.dtype} {images.shape}"
         )
     batch = images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+    if getattr(config, "colour_constancy", None):
+        batch = colour_correct_array(batch, config.colour_constancy)
     mean = np.asarray(config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(config.std, dtype=np.float32).reshape(1, 3, 1, 1)
     return np.ascontiguousarray((batch - mean) / std)
+
+
+def colour_correct_array(batch: np.ndarray, method: str) -> np.ndarray:
+    """:func:`colour_correct` in numpy (for ONNX Runtime): float images (N, 3, H, W) in [0, 1]."""
+    _check_method(method)
+    power = SHADES_OF_GRAY_POWER
+    illuminant = np.mean(np.maximum(batch, 0) ** power, axis=(2, 3), keepdims=True) ** (1 / power)
+    gain = illuminant.mean(axis=1, keepdims=True) / np.maximum(illuminant, 1e-6)
+    return np.clip(batch * gain, 0, 1).astype(np.float32)
+
+
+def colour_correct(x: torch.Tensor, method: str | None) -> torch.Tensor:
+    """Colour constancy ``method`` (see :data:`COLOUR_CONSTANCY`) of float images (N, 3, H, W) in [0, 1]; ``x``
+    itself when ``method`` is None. Traceable: an ensemble member's correction is part of the ONNX graph."""
+    if method is None:
+        return x
+    _check_method(method)
+    power = SHADES_OF_GRAY_POWER
+    illuminant = x.clamp(min=0).pow(power).mean(dim=(2, 3), keepdim=True).pow(1 / power)
+    gain = illuminant.mean(dim=1, keepdim=True) / illuminant.clamp(min=1e-6)
+    return (x * gain).clamp(0, 1)
+
+
+def _check_method(method: str) -> None:
+    if method not in COLOUR_CONSTANCY:
+        raise ValueError(f"colour constancy must be one of {', '.join(COLOUR_CONSTANCY)}, not {method!r}")
 
 
 def to_batch(images: np.ndarray, config: InputFormat) -> torch.Tensor:

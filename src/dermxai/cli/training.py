@@ -58,6 +58,19 @@ def train_command(
             help="full: flips, turns, rotation, crops and colour jitter; light: flips, turns and brightness; medium: light plus mild crops, shifts and colour jitter; none."
         ),
     ] = "full",
+    colour_constancy: Annotated[
+        str | None,
+        typer.Option(help="shades_of_gray: divide out each image's colour cast, in training and when served."),
+    ] = None,
+    mixup: Annotated[
+        float, typer.Option(help="Mixup's Beta(alpha, alpha) parameter (0: off; e.g. 0.4).")
+    ] = TrainConfig.mixup_alpha,
+    cutmix: Annotated[
+        float, typer.Option(help="CutMix's Beta(alpha, alpha) parameter (0: off; e.g. 1.0).")
+    ] = TrainConfig.cutmix_alpha,
+    mix_prob: Annotated[
+        float, typer.Option(help="Share of batches mixed (with --mixup/--cutmix).")
+    ] = TrainConfig.mix_prob,
     select_on: Annotated[
         str,
         typer.Option(
@@ -122,6 +135,10 @@ def train_command(
         patience=patience,
         seed=seed,
         augment=augment_preset(augment),
+        colour_constancy=colour_constancy,
+        mixup_alpha=mixup,
+        cutmix_alpha=cutmix,
+        mix_prob=mix_prob,
         select_on=select_on,
         teacher=None if teacher is None else str(teacher),
         distill_weight=distill_weight,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dermxai.preprocessing import COLOUR_CONSTANCY
 from dermxai.probabilities import decision_logits, served_labels, served_probabilities
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class BundleConfig:
     width: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    colour_constancy: str | None = None  # applied to the [0, 1] image before mean/std (see preprocessing)
     # what is served from the logits, fitted on validation by `dermxai calibrate` and `gate`
     temperature: float = 1.0
     logit_bias: tuple[float, ...] | None = None  # decision rule: logits + logit_bias (None: plain argmax)
@@ -127,6 +129,16 @@ class BundleConfig:
             raise BundleError("height and width must be >= 8, mean and std 3 finite numbers each")
         if min(self.std) <= 0:
             raise BundleError("'std' must be above 0 in every channel")
+        constancies = [
+            self.colour_constancy,
+            *(m.get("colour_constancy") for m in self.members or () if isinstance(m, dict)),
+        ]
+        if any(c is not None and c not in COLOUR_CONSTANCY for c in constancies):
+            raise BundleError(f"'colour_constancy' must be one of {', '.join(COLOUR_CONSTANCY)} (or absent)")
+        if self.members is not None and self.colour_constancy is not None:
+            raise BundleError(
+                "an ensemble takes the image as it is: 'colour_constancy' belongs to its members' records"
+            )
         names = [c for c in self.classes if isinstance(c, str) and c]
         if len(names) < 2 or len(set(names)) != len(self.classes):
             raise BundleError("'classes' must name at least two distinct classes")

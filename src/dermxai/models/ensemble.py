@@ -7,6 +7,8 @@ model, and ``dermxai calibrate`` fits them on the ensemble's own validation outp
 its first member's input size; each member re-normalises that input to its own mean and std inside the graph,
 and a member trained at a larger size sees it upsampled (bilinear, as PIL upsamples training images), so a
 high-resolution member joins members of the usual size in one graph.
+A member trained with a colour-constancy step (its record's ``colour_constancy``) applies it inside the graph
+to the [0, 1] image before its own normalisation, so members with and without it share one input.
 
 A member may be **gate-only** (its record has ``"votes": false``, ``dermxai ensemble --gate-only``): it runs on
 the identity view so the gate can read its features, but its logits are not averaged. This lets the gate keep the
@@ -30,12 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dermxai.preprocessing import colour_correct
+
 
 class MeanLogits(nn.Module):
     """``members`` applied to one input batch (and its flips when ``flips``); returns the mean of their logits.
 
     ``sizes``: each member's input size (height, width), or None where it takes the ensemble's input as it is.
     ``votes``: whether each member's logits join the mean (False: gate-only, run once for its features).
+    ``constancies``: each member's colour-constancy step (``dermxai.preprocessing.COLOUR_CONSTANCY``) or None.
     """
 
     def __init__(
@@ -46,10 +51,12 @@ class MeanLogits(nn.Module):
         flips: bool = False,
         sizes: Sequence[tuple[int, int] | None] | None = None,
         votes: Sequence[bool] | None = None,
+        constancies: Sequence[str | None] | None = None,
     ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.votes = list(votes or [True] * len(members))
+        self.constancies = list(constancies or [None] * len(members))
         self.flips = flips
         self.sizes = list(sizes or [None] * len(members))
         mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in served)
@@ -62,11 +69,18 @@ class MeanLogits(nn.Module):
         # kept as (members, 3): a rank-5 stack would stop `model.to(memory_format=torch.channels_last)`
         self.register_buffer("scales", torch.stack(scales).flatten(1), persistent=False)
         self.register_buffer("shifts", torch.stack(shifts).flatten(1), persistent=False)
+        self.register_buffer("served", torch.cat([mean, std]).flatten(1), persistent=False)  # (2, 3)
+        self.register_buffer("norms", torch.tensor([[*m, *s] for m, s in norms], dtype=torch.float32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = []
-        for member, scale, shift, size, votes in zip(self.members, self.scales, self.shifts, self.sizes, self.votes):
-            view = x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
+        parts = zip(self.members, self.scales, self.shifts, self.sizes, self.votes, self.constancies, self.norms)
+        for member, scale, shift, size, votes, constancy, norm in parts:
+            if constancy is None:
+                view = x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
+            else:  # back to [0, 1], corrected, then the member's own normalisation
+                unit = x * self.served[1].view(1, 3, 1, 1) + self.served[0].view(1, 3, 1, 1)
+                view = (colour_correct(unit, constancy) - norm[:3].view(1, 3, 1, 1)) / norm[3:].view(1, 3, 1, 1)
             if size is not None and tuple(view.shape[-2:]) != tuple(size):
                 view = F.interpolate(view, size=tuple(size), mode="bilinear", align_corners=False)
             out = member(view)
@@ -105,7 +119,9 @@ def build_ensemble(
     nets = [create_model(m["arch"], weights="none", num_classes=num_classes)[0] for m in members]
     sizes = [(m["height"], m["width"]) if "height" in m else None for m in members]
     votes = [m.get("votes", True) for m in members]
-    return MeanLogits(nets, [(m["mean"], m["std"]) for m in members], served_norm, flips, sizes, votes)
+    constancies = [m.get("colour_constancy") for m in members]
+    norms = [(m["mean"], m["std"]) for m in members]
+    return MeanLogits(nets, norms, served_norm, flips, sizes, votes, constancies)
 
 
 def make_ensemble(
@@ -165,9 +181,9 @@ def make_ensemble(
             )
     sizes = [None if c.size == first.size else c.size for c in configs]
     votes = [i < voters for i in range(len(member_dirs))]
-    model = MeanLogits(
-        [m for m, _ in loaded], [(c.mean, c.std) for c in configs], (first.mean, first.std), flips, sizes, votes
-    )
+    norms = [(c.mean, c.std) for c in configs]
+    constancies = [c.colour_constancy for c in configs]
+    model = MeanLogits([m for m, _ in loaded], norms, (first.mean, first.std), flips, sizes, votes, constancies)
     records = tuple(
         {
             "arch": c.arch,
@@ -180,6 +196,7 @@ def make_ensemble(
             "recipe": c.recipe,
             **({} if c.size == first.size else {"height": c.height, "width": c.width}),
             **({} if vote else {"votes": False}),
+            **({} if c.colour_constancy is None else {"colour_constancy": c.colour_constancy}),
         }
         for folder, c, vote in zip(member_dirs, configs, votes)
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from dermxai.preprocessing import COLOUR_CONSTANCY
+
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")  # Lightning's names; auto: see training/precision.py
 SELECTIONS = {  # --select-on: the validation figure that picks the checkpoint and drives early stopping
     "served": "val/served_balanced_accuracy",  # balanced accuracy of the served rule, tau refitted every epoch
@@ -77,6 +79,11 @@ class TrainConfig:
     seed: int = 0
     limit_train_batches: float | int = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    colour_constancy: str | None = None  # e.g. shades_of_gray: applied before augmentation, and when served
+    # Mixing pairs of images (training/mixing.py): mixup (Zhang et al. 2018) and/or CutMix (Yun et al. 2019)
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing weight; 0: off
+    cutmix_alpha: float = 0.0  # Beta(alpha, alpha) kept area; 0: off (both on: one or the other per batch)
+    mix_prob: float = 0.5  # share of the batches that are mixed
     # Knowledge distillation (training/distill.py): a teacher bundle's flip-averaged soft targets mixed into the loss
     teacher: str | None = None  # bundle folder (e.g. an ensemble); None: no distillation
     distill_weight: float = 0.5  # share of the soft (teacher) term in the loss
@@ -115,6 +122,15 @@ class TrainConfig:
                 f"--distill-temperature must be a positive finite number, not {self.distill_temperature}",
             ),
             (self.patience >= 1, f"--patience must be at least 1, not {self.patience}"),
+            (
+                self.colour_constancy is None or self.colour_constancy in COLOUR_CONSTANCY,
+                f"--colour-constancy must be one of {', '.join(COLOUR_CONSTANCY)}, not {self.colour_constancy!r}",
+            ),
+            (
+                0 <= self.mixup_alpha < math.inf and 0 <= self.cutmix_alpha < math.inf,
+                f"--mixup and --cutmix must be finite numbers >= 0, not {self.mixup_alpha}, {self.cutmix_alpha}",
+            ),
+            (0 <= self.mix_prob <= 1, f"--mix-prob must be in [0, 1], not {self.mix_prob}"),
             (
                 0 < self.limit_train_batches < math.inf,
                 f"--limit-train-batches must be a positive finite number, not {self.limit_train_batches}",

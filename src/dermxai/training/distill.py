@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermxai.models.bundle import load_bundle
-from dermxai.preprocessing import standardise, to_unit
+from dermxai.preprocessing import colour_correct, standardise, to_unit
 
 TARGETS_FILE = "teacher_targets.npz"
 
@@ -57,7 +57,7 @@ def teacher_log_probs(
             x = to_unit(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
             if tuple(x.shape[-2:]) != tuple(config.size):
                 x = F.interpolate(x, size=tuple(config.size), mode="bilinear", align_corners=False)
-            x = standardise(x, mean, std)
+            x = standardise(colour_correct(x, config.colour_constancy), mean, std)
             views = [x, x.flip(3), x.flip(2), x.flip(2, 3)] if flips else [x]
             probs = torch.stack([model(v).float().softmax(1) for v in views]).mean(0)
             out.append(probs.clamp_min(1e-8).log())

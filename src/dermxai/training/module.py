@@ -13,10 +13,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
 from dermxai.data.labels import CLASSES
 from dermxai.models.registry import Architecture
-from dermxai.preprocessing import standardise, to_unit
+from dermxai.preprocessing import colour_correct, standardise, to_unit
 from dermxai.probabilities import balanced_accuracy_of, choose_tau
 from dermxai.training.augment import augment_batch
 from dermxai.training.config import TrainConfig
+from dermxai.training.mixing import mix_batch
 
 
 class NonFiniteLoss(RuntimeError):
@@ -60,23 +61,28 @@ class Classifier(L.LightningModule):
         """The weights that are validated and shipped: the EMA when kept, else the trained model."""
         return self.ema.module if self.ema is not None else self.model
 
+    def unit(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, H, W, 3) as the model's [0, 1] input (N, 3, H, W), colour-corrected as served."""
+        return colour_correct(to_unit(images), self.config.colour_constancy)
+
     def forward(self, images: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
         """Logits of [0, 1] float images (N, 3, H, W), standardised here as serving does (``preprocessing``)."""
         return (model or self.model)(standardise(images, self.mean, self.std))
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         images, labels, *teacher = batch  # teacher: soft targets when distilling
-        generator = torch.Generator(device=images.device).manual_seed(
-            self.config.seed * 1_000_003 + self.global_step * 97 + self.global_rank
-        )
-        x = to_unit(images)
+        seed = self.config.seed * 1_000_003 + self.global_step * 97 + self.global_rank
+        generator = torch.Generator(device=images.device).manual_seed(seed)
+        x = self.unit(images)
         if self.config.augment.enabled:
             x = augment_batch(x, self.config.augment, generator)
+        config = self.config
+        x, mix = mix_batch(x, config.mixup_alpha, config.cutmix_alpha, config.mix_prob, seed)
         logits = self(x)
-        loss = self.loss(logits, labels, *teacher)
+        loss = self.loss(logits, labels, *teacher) if mix is None else mix.combine(self.loss, logits, labels, *teacher)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
-        self.train_bacc(logits, labels)
+        self.train_bacc(logits, labels if mix is None or mix.lam >= 0.5 else labels[mix.partner])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/balanced_accuracy", self.train_bacc, on_step=False, on_epoch=True)
         return loss
@@ -87,7 +93,7 @@ class Classifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
-        logits = self(to_unit(images), self.final_model)
+        logits = self(self.unit(images), self.final_model)
         self.val_bacc(logits, labels)
         self.val_acc(logits, labels)
         self.val_auc.update(logits, labels)

@@ -195,6 +195,7 @@ def train(
         width=config.width,
         mean=arch.mean,
         std=arch.std,
+        colour_constancy=config.colour_constancy,
         cam_layer=arch.cam_layer,
         weights=config.weights,
         seed=config.seed,
