@@ -45,7 +45,8 @@ def member_logits(members: list[Path], cache: Path) -> dict[str, np.ndarray]:
             out = []
             with torch.inference_mode():
                 for start in range(0, len(pixels), 64):
-                    batch = to_batch(pixels[start : start + 64], first.replace(mean=config.mean, std=config.std))
+                    own = {"mean": config.mean, "std": config.std, "colour_constancy": config.colour_constancy}
+                    batch = to_batch(pixels[start : start + 64], first.replace(**own))
                     if config.size != first.size:
                         batch = F.interpolate(batch, size=config.size, mode="bilinear", align_corners=False)
                     out.append(model(batch).float())
