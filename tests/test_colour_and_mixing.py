@@ -9,12 +9,14 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dermxai.cli import app
+from dermxai.data.labels import CLASSES
 from dermxai.inference.predictor import Predictor
 from dermxai.models.bundle import BundleConfig, BundleError, load_bundle, read_config, update_config
 from dermxai.models.registry import architecture
 from dermxai.preprocessing import colour_correct, colour_correct_array, load_resized, to_array, to_batch, to_unit
 from dermxai.training.config import TrainConfig
-from dermxai.training.mixing import mix_batch
+from dermxai.training.distill import DistillationLoss, teacher_log_probs
+from dermxai.training.mixing import Mix, mix_batch
 from dermxai.training.module import Classifier
 from tests.test_ensemble import member
 from tests.test_export import tiny_bundle
@@ -77,11 +79,17 @@ def test_an_ensemble_member_applies_its_colour_constancy_inside_the_one_graph(tm
     assert result.exit_code == 0, result.output
     model, config = load_bundle(tmp_path / "ens")
     assert config.colour_constancy is None and [m.get("colour_constancy") for m in config.members] == [SOG, None]
-    pixels = np.random.default_rng(2).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    noise = np.random.default_rng(2).uniform(0, 1, (2, 48, 64, 3))
+    pixels = (255 * noise * [1.0, 0.75, 0.5]).astype(np.uint8)  # a warm colour cast the step removes
     with torch.inference_mode():
         got = model(to_batch(pixels, config)).numpy()
         expected = [load_bundle(p)[0](to_batch(pixels, read_config(p))).numpy() for p in (corrected, plain)]
+        off = [
+            load_bundle(p)[0](to_batch(pixels, read_config(p).replace(colour_constancy=None))).numpy()
+            for p in (corrected, plain)
+        ]
     np.testing.assert_allclose(got, np.mean(expected, axis=0), atol=1e-5)
+    assert not np.allclose(got, np.mean(off, axis=0), atol=1e-3)  # the member's step is in the graph
     result = runner.invoke(app, ["export", "--model", str(tmp_path / "ens")])
     assert result.exit_code == 0, result.output
     image = next(fixture_dir.rglob("*.jpg")).read_bytes()
@@ -112,12 +120,29 @@ def test_mixup_blends_pairs_and_cutmix_pastes_a_box_with_lam_the_share_kept():
     assert torch.equal(again, cut) and torch.equal(same_mix.partner, mix.partner)  # a seed fixes every draw
 
 
-def test_a_mixed_loss_weighs_both_label_sets():
+def test_a_mixed_distillation_loss_pairs_each_image_with_its_partners_labels_and_teacher_targets():
     logits, labels = torch.randn(4, 7), torch.tensor([0, 1, 2, 3])
-    _, mix = mix_batch(torch.rand(4, 3, 8, 8), 0.4, 0.0, 1.0, seed=0)
-    loss = nn.CrossEntropyLoss()
-    expected = mix.lam * loss(logits, labels) + (1 - mix.lam) * loss(logits, labels[mix.partner])
-    assert mix.combine(loss, logits, labels).item() == pytest.approx(expected.item())
+    teacher = torch.randn(4, 7).log_softmax(1)
+    partner = torch.tensor([2, 3, 0, 1])
+    loss = DistillationLoss(nn.CrossEntropyLoss(), 0.5, 2.0, torch.arange(1.0, 8.0))
+    mixed = Mix(partner, 0.7).combine(loss, logits, labels, teacher)
+    expected = 0.7 * loss(logits, labels, teacher) + 0.3 * loss(logits, labels[partner], teacher[partner])
+    assert mixed.item() == pytest.approx(expected.item())
+    wrong = 0.7 * loss(logits, labels, teacher) + 0.3 * loss(logits, labels[partner], teacher)
+    assert mixed.item() != pytest.approx(wrong.item())  # the partner's teacher targets, not the image's own
+
+
+def test_a_teacher_with_colour_constancy_gives_targets_of_the_corrected_images(tmp_path):
+    teacher = member(tmp_path / "t", "resnet18", 0)
+    noise = np.random.default_rng(4).uniform(0, 1, (3, 48, 64, 3))
+    pixels = (255 * noise * [0.5, 0.8, 1.0]).astype(np.uint8)
+    before = teacher_log_probs(teacher, pixels, tuple(CLASSES), flips=False)
+    config = update_config(teacher, colour_constancy=SOG)
+    after = teacher_log_probs(teacher, pixels, tuple(CLASSES), flips=False)
+    with torch.inference_mode():
+        served = load_bundle(teacher)[0](to_batch(pixels, config)).log_softmax(1).numpy()
+    np.testing.assert_allclose(after, served, atol=1e-4)
+    assert not np.allclose(before, after, atol=1e-3)
 
 
 def test_training_with_colour_constancy_and_mixing_records_them_in_the_bundle(
@@ -135,3 +160,6 @@ def test_training_with_colour_constancy_and_mixing_records_them_in_the_bundle(
         app, train_args(fixture_dir, split_file, tmp_path / "bad", tmp_path / "cache", "--mix-prob", "2")
     )
     assert bad.exit_code == 2 and "--mix-prob must be in [0, 1]" in bad.output
+    other = ["--epochs", "1", "--mixup", "0.4", "--cutmix", "1", "--mix-prob", "1", "--resume"]  # no colour step
+    resumed = runner.invoke(app, train_args(fixture_dir, split_file, tmp_path / "run", tmp_path / "cache", *other))
+    assert resumed.exit_code == 2 and "colour_constancy differ" in " ".join(resumed.output.split())

@@ -9,8 +9,8 @@ std). Training splits the second step around its augmentation (``to_unit``, ``co
 
 Colour constancy (``colour_constancy: "shades_of_gray"``) is Finlayson & Trezzi's Shades of Gray (2004), as
 strong ISIC pipelines use it (Barata et al. 2015): each image's illuminant is estimated per channel as the
-Minkowski p-norm mean of its pixels (p = 6) and divided out, so the three estimates become their mean; it
-removes a camera's or a lamp's colour cast before the model sees the image.
+Minkowski p-norm mean of its pixels (p = 6) and divided out, so the three estimates become their mean (each
+channel's gain kept within [1/4, 4]); it removes a camera's or a lamp's colour cast before the model sees it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ COLOUR_CONSTANCY = ("shades_of_gray",)
 
 SHADES_OF_GRAY_POWER = 6
 """Minkowski norm of the Shades of Gray illuminant estimate (1: grey world; infinity: max-RGB)."""
+
+SHADES_OF_GRAY_MAX_GAIN = 4.0
+"""A channel's correction stays within [1/4, 4]: a nearly empty channel is not amplified into noise."""
 
 
 class InputFormat(Protocol):
@@ -101,6 +104,7 @@ def colour_correct_array(batch: np.ndarray, method: str) -> np.ndarray:
     power = SHADES_OF_GRAY_POWER
     illuminant = np.mean(np.maximum(batch, 0) ** power, axis=(2, 3), keepdims=True) ** (1 / power)
     gain = illuminant.mean(axis=1, keepdims=True) / np.maximum(illuminant, 1e-6)
+    gain = np.clip(gain, 1 / SHADES_OF_GRAY_MAX_GAIN, SHADES_OF_GRAY_MAX_GAIN)
     return np.clip(batch * gain, 0, 1).astype(np.float32)
 
 
@@ -113,6 +117,7 @@ def colour_correct(x: torch.Tensor, method: str | None) -> torch.Tensor:
     power = SHADES_OF_GRAY_POWER
     illuminant = x.clamp(min=0).pow(power).mean(dim=(2, 3), keepdim=True).pow(1 / power)
     gain = illuminant.mean(dim=1, keepdim=True) / illuminant.clamp(min=1e-6)
+    gain = gain.clamp(1 / SHADES_OF_GRAY_MAX_GAIN, SHADES_OF_GRAY_MAX_GAIN)
     return (x * gain).clamp(0, 1)
 
 

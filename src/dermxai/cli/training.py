@@ -63,10 +63,11 @@ def train_command(
         typer.Option(help="shades_of_gray: divide out each image's colour cast, in training and when served."),
     ] = None,
     mixup: Annotated[
-        float, typer.Option(help="Mixup's Beta(alpha, alpha) parameter (0: off; e.g. 0.4).")
+        float, typer.Option("--mixup", "--mixup-alpha", help="Mixup's Beta(alpha, alpha) parameter (0: off; e.g. 0.4).")
     ] = TrainConfig.mixup_alpha,
     cutmix: Annotated[
-        float, typer.Option(help="CutMix's Beta(alpha, alpha) parameter (0: off; e.g. 1.0).")
+        float,
+        typer.Option("--cutmix", "--cutmix-alpha", help="CutMix's Beta(alpha, alpha) parameter (0: off; e.g. 1.0)."),
     ] = TrainConfig.cutmix_alpha,
     mix_prob: Annotated[
         float, typer.Option(help="Share of batches mixed (with --mixup/--cutmix).")

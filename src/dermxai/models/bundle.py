@@ -129,9 +129,10 @@ class BundleConfig:
             raise BundleError("height and width must be >= 8, mean and std 3 finite numbers each")
         if min(self.std) <= 0:
             raise BundleError("'std' must be above 0 in every channel")
+        records = self.members if isinstance(self.members, tuple) else ()
         constancies = [
             self.colour_constancy,
-            *(m.get("colour_constancy") for m in self.members or () if isinstance(m, dict)),
+            *(m.get("colour_constancy") for m in records if isinstance(m, dict)),
         ]
         if any(c is not None and c not in COLOUR_CONSTANCY for c in constancies):
             raise BundleError(f"'colour_constancy' must be one of {', '.join(COLOUR_CONSTANCY)} (or absent)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -71,6 +72,26 @@ def _csv_version(out: Path, resume: bool) -> str:
     return f"resume_{len(list((out / 'logs').glob('resume_*'))) + 1}"
 
 
+RECIPE_FILE = "recipe.json"
+"""The recipe a run started with, in its folder: a resumed run must continue with the same one."""
+
+
+def _check_recipe(out: Path, config: TrainConfig, resume: bool) -> None:
+    """Record the recipe of a new run; refuse to resume one with a different recipe (naming what differs)."""
+    path = out / RECIPE_FILE
+    if resume and path.is_file():
+        started = json.loads(path.read_text())
+        changed = sorted(k for k, v in config.to_dict().items() if json.dumps(started.get(k)) != json.dumps(v))
+        if changed:
+            raise ValueError(
+                f"--resume: this run started with other options ({', '.join(changed)} differ); "
+                f"resume it with the options in {path}"
+            )
+    elif not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config.to_dict(), indent=1))
+
+
 def default_cache_dir(data: Path, height: int, width: int) -> Path:
     """Per-dataset, per-size cache folder under ``$XDG_CACHE_HOME/dermxai`` (or ``~/.cache/dermxai``)."""
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermxai"
@@ -109,6 +130,7 @@ def train(
         raise ValueError(f"--resume: {last} is refused: not a complete checkpoint archive (cut off, or not torch's)")
     if not resume and last.is_file():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    _check_recipe(out, config, resume)
     table = load_dataset(data, images)
     split = read_split(split_path, table)
     for subset in ("train", "val"):
