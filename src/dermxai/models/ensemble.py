@@ -59,28 +59,16 @@ class MeanLogits(nn.Module):
         self.constancies = list(constancies or [None] * len(members))
         self.flips = flips
         self.sizes = list(sizes or [None] * len(members))
-        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in served)
-        # x_member = (x * std + mean - mean_m) / std_m = x * scale_m + shift_m
-        scales = [std / torch.tensor(s, dtype=torch.float32).view(1, 3, 1, 1) for _, s in norms]
-        shifts = [
-            (mean - torch.tensor(m, dtype=torch.float32).view(1, 3, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1)
-            for m, s in norms
-        ]
-        # kept as (members, 3): a rank-5 stack would stop `model.to(memory_format=torch.channels_last)`
-        self.register_buffer("scales", torch.stack(scales).flatten(1), persistent=False)
-        self.register_buffer("shifts", torch.stack(shifts).flatten(1), persistent=False)
-        self.register_buffer("served", torch.cat([mean, std]).flatten(1), persistent=False)  # (2, 3)
+        # flat rows of (mean, std): a rank-5 stack would stop `model.to(memory_format=torch.channels_last)`
+        self.register_buffer("served", torch.tensor([*served[0], *served[1]], dtype=torch.float32), persistent=False)
         self.register_buffer("norms", torch.tensor([[*m, *s] for m, s in norms], dtype=torch.float32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = []
-        parts = zip(self.members, self.scales, self.shifts, self.sizes, self.votes, self.constancies, self.norms)
-        for member, scale, shift, size, votes, constancy, norm in parts:
-            if constancy is None:
-                view = x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
-            else:  # back to [0, 1], corrected, then the member's own normalisation
-                unit = x * self.served[1].view(1, 3, 1, 1) + self.served[0].view(1, 3, 1, 1)
-                view = (colour_correct(unit, constancy) - norm[:3].view(1, 3, 1, 1)) / norm[3:].view(1, 3, 1, 1)
+        unit = x * self.served[3:].view(1, 3, 1, 1) + self.served[:3].view(1, 3, 1, 1)  # back to [0, 1]
+        parts = zip(self.members, self.sizes, self.votes, self.constancies, self.norms)
+        for member, size, votes, constancy, norm in parts:  # each member: its colour step, its normalisation
+            view = (colour_correct(unit, constancy) - norm[:3].view(1, 3, 1, 1)) / norm[3:].view(1, 3, 1, 1)
             if size is not None and tuple(view.shape[-2:]) != tuple(size):
                 view = F.interpolate(view, size=tuple(size), mode="bilinear", align_corners=False)
             out = member(view)
