@@ -1,6 +1,7 @@
 """Which members make the best ensemble? Every subset of the member bundles, scored on validation only.
 
     python experiments/ensemble_selection.py members/* [--cache runs/member_val_logits.npz] [--out FILE.json]
+        [--keep 200] [--holdout-repeats 10]
 
 Each member's validation logits are computed once (PyTorch, as `dermxai ensemble` serves them: the images at the
 first member's input size, upsampled inside for a member trained larger) and cached. A subset's figure is what
@@ -8,6 +9,12 @@ first member's input size, upsampled inside for a member trained larger) and cac
 validation balanced accuracy (ties to the smaller tau), then its balanced accuracy. Calibration (temperature and
 class bias) does not change the label, so it is left to `dermxai calibrate` on the subset chosen here. The test
 split is not read.
+
+The best of thousands of subsets on ~1,500 images flatters itself. ``--holdout-repeats R`` measures by how much:
+R times, validation is cut into two lesion-grouped halves; on one half each selection rule picks its subset
+and tau (the searched best subset, all members, the k best members alone), and its pick is scored on the
+other half. The JSON keeps the top
+``--keep`` rows, the best row of every size, the all-members row and this check.
 """
 
 from __future__ import annotations
@@ -26,7 +33,13 @@ from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.predict import load_images
 from dermxai.models.bundle import load_bundle
 from dermxai.preprocessing import to_batch
-from dermxai.probabilities import choose_tau
+from dermxai.probabilities import (
+    TAU_GRID,
+    TAU_TOLERANCE,
+    balanced_accuracy_of,
+    decision_logits,
+    logit_adjustment,
+)
 
 DATA, SPLIT = Path("../shared/data/ham10000"), Path("splits/ham10000_seed0.csv")
 
@@ -57,28 +70,109 @@ def member_logits(members: list[Path], cache: Path) -> dict[str, np.ndarray]:
     return {m.name: stored[m.name] for m in members}
 
 
+def served_scores(mean_logits: np.ndarray, labels: np.ndarray, biases: np.ndarray) -> np.ndarray:
+    """Balanced accuracy at every tau of the grid at once (``biases``: one logit-adjustment row per tau)."""
+    classes = biases.shape[1]
+    predicted = (mean_logits[None] + biases[:, None]).argmax(2)
+    hits = np.stack([np.bincount(labels[p == labels], minlength=classes) for p in predicted])
+    present = np.bincount(labels, minlength=classes)
+    return (hits[:, present > 0] / present[present > 0]).mean(1)
+
+
+def search(logits: dict[str, np.ndarray], labels: np.ndarray, counts: np.ndarray) -> list[dict]:
+    """Every subset with its served validation balanced accuracy (tau chosen on these rows as
+    :func:`choose_tau` does: ties within its tolerance to the smaller tau), best first."""
+    biases = np.stack([logit_adjustment(counts, tau) for tau in TAU_GRID])
+    rows = []
+    for size in range(1, len(logits) + 1):
+        for subset in itertools.combinations(logits, size):
+            scores = served_scores(np.mean([logits[m] for m in subset], axis=0), labels, biases)
+            index = int(np.flatnonzero(scores >= scores.max() - TAU_TOLERANCE)[0])
+            rows.append(
+                {"members": list(subset), "tau": TAU_GRID[index], "val_bacc_served": round(float(scores[index]), 4)}
+            )
+    rows.sort(key=lambda row: -row["val_bacc_served"])
+    return rows
+
+
+def served_score(logits: dict[str, np.ndarray], row: dict, labels: np.ndarray, counts: np.ndarray) -> float:
+    """Balanced accuracy of one subset at its tau (chosen elsewhere) on these rows."""
+    mean = np.mean([logits[m] for m in row["members"]], axis=0)
+    return balanced_accuracy_of(decision_logits(mean, logit_adjustment(counts, row["tau"])), labels)
+
+
+def selection_rules(rows: list[dict], names: list[str]) -> dict[str, dict]:
+    """The choices each rule makes from one ranking: the searched best subset, all members, the best k alone."""
+    singles = [row["members"][0] for row in rows if len(row["members"]) == 1]
+    by_members = {tuple(row["members"]): row for row in rows}
+    rules = {"subset search": rows[0], "all members": by_members[tuple(names)]}
+    for k in (3, 4, 5, 6):
+        rules[f"best {k} members alone"] = by_members[tuple(m for m in names if m in singles[:k])]
+    return rules
+
+
+def holdout_check(
+    logits: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray, counts: np.ndarray, repeats: int
+) -> dict:
+    """Each selection rule chosen on one lesion-grouped half of validation (subset and tau), scored on the other."""
+    unique = np.unique(groups)
+    trials = []
+    for seed in range(repeats):
+        chosen = np.random.default_rng(seed).permutation(unique)[: len(unique) // 2]
+        half = np.isin(groups, chosen)
+        for pick, other in ((half, ~half), (~half, half)):
+            rows = search({name: value[pick] for name, value in logits.items()}, labels[pick], counts)
+            held = {name: value[other] for name, value in logits.items()}
+            for rule, row in selection_rules(rows, list(logits)).items():
+                trial = {"seed": seed, "rule": rule, "members": row["members"], "tau": row["tau"]}
+                trial["search_half"] = row["val_bacc_served"]
+                trial["other_half"] = round(served_score(held, row, labels[other], counts), 4)
+                trials.append(trial)
+    summary = {}
+    for rule in dict.fromkeys(t["rule"] for t in trials):
+        mine = [t for t in trials if t["rule"] == rule]
+        other = np.array([t["other_half"] for t in mine])
+        summary[rule] = {
+            "search_half": round(float(np.mean([t["search_half"] for t in mine])), 4),
+            "other_half": round(float(other.mean()), 4),
+            "other_half_se": round(float(other.std(ddof=1) / np.sqrt(len(other))), 4),
+        }
+    return {"repeats": repeats, "halves": 2 * repeats, "rules": summary, "trials": trials}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("members", nargs="+", type=Path)
     parser.add_argument("--cache", type=Path, default=Path("runs/member_val_logits.npz"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--keep", type=int, default=200, help="rows of the ranking kept in --out (best first)")
+    parser.add_argument("--holdout-repeats", type=int, default=0, help="split-half checks of the search (0: none)")
     args = parser.parse_args()
     logits = member_logits(args.members, args.cache)
     classes = list(load_bundle(args.members[0])[1].classes)
-    val = from_split(DATA, SPLIT, "val").table
-    labels = val["dx"].map(classes.index).to_numpy()
+    val = from_split(DATA, SPLIT, "val")
+    labels = val.table["dx"].map(classes.index).to_numpy()
     counts = train_counts(DATA, SPLIT, classes)
-    rows = []
-    for size in range(1, len(logits) + 1):
-        for subset in itertools.combinations(logits, size):
-            tau, scores = choose_tau(np.mean([logits[m] for m in subset], axis=0), labels, counts)
-            rows.append({"members": list(subset), "tau": tau, "val_bacc_served": round(scores[tau], 4)})
-    rows.sort(key=lambda row: -row["val_bacc_served"])
+    rows = search(logits, labels, counts)
     print("| members | tau | val bal. acc, served |\n|---|---|---|")
-    for row in rows:
+    for row in rows[:20]:
         print(f"| {' + '.join(row['members'])} | {row['tau']} | {row['val_bacc_served']:.3f} |")
+    best_by_size = {}
+    for row in rows:
+        best_by_size.setdefault(len(row["members"]), row)
+    report = {
+        "subsets": len(rows),
+        "top": rows[: args.keep],
+        "best_by_size": [best_by_size[size] for size in sorted(best_by_size)],
+        "all_members": best_by_size[len(logits)],
+    }
+    if args.holdout_repeats:
+        report["holdout_check"] = holdout_check(logits, labels, val.groups, counts, args.holdout_repeats)
+        print("| rule | on its search half | on the other half (s.e.) |\n|---|---|---|")
+        for rule, row in report["holdout_check"]["rules"].items():
+            print(f"| {rule} | {row['search_half']:.3f} | {row['other_half']:.3f} ({row['other_half_se']:.3f}) |")
     if args.out:
-        args.out.write_text(json.dumps(rows, indent=1))
+        args.out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
