@@ -18,7 +18,9 @@ python scripts/recipe_table.py --out results/recipe_study_table.md \
   "Lite0, light aug, seed 10, cut at 5 of 8 epochs (--max-minutes 30)=$S/lite0_light_s10/bundle_config.json,$S/lite0_light_s10/val" \
   "Lite2, medium aug, distilled from candidate v6, cut at 5 of 8 epochs (--max-minutes 105)=$S/lite2_medium_distill_s11/bundle_config.json,$S/lite2_medium_distill_s11/val" \
   "Lite2, light aug, distilled from candidate v6, 12 epochs=$S/lite2_light_distill_s12/bundle_config.json,$S/lite2_light_distill_s12/val" \
-  "Lite0, reference recipe + Shades of Gray (seed 0)=$S/lite0_light_sog_s0/bundle_config.json,$S/lite0_light_sog_s0/val" \
+  "Lite0, reference recipe + Shades of Gray (seed 0)=$S/lite0_light_sog_s0/bundle_config.json,$S/lite0_light_sog_s0/val,,$S/lite0_light_sog_s0/shifted.json" \
+  "Lite2, light aug, Shades of Gray, distilled from v6, seed 13=$S/lite2_light_sog_distill_s13/bundle_config.json,$S/lite2_light_sog_distill_s13/val" \
+  "Lite1, light aug, Shades of Gray, distilled from v6, seed 14=$S/lite1_light_sog_distill_s14/bundle_config.json,$S/lite1_light_sog_distill_s14/val" \
   "ensemble Lite0 + Lite2, mean of logits=$S/ens_lite0_lite2_plain/bundle_config.json,$S/ens_lite0_lite2_plain/val" \
   "ensemble Lite0 + Lite2, 4 flips (served TTA)=$S/ens_lite0_lite2_flips/bundle_config.json,$S/ens_lite0_lite2_flips/val" \
   "shipped default (v3): Lite0 + Lite1 + Lite2=$S/default_v3/bundle_config.json,$S/default_v3/val,,$S/default_v3/shifted.json" \
