@@ -21,6 +21,7 @@ from dermxai.cli import app
 from dermxai.data.labels import CLASSES
 from dermxai.inference.bundles import default_bundle, installed_bundles
 from dermxai.inference.inputs import InvalidImage, read_image
+from dermxai.inference.onnx_backend import int8_kernels_exact
 from dermxai.inference.ood import calibrated_probabilities, energy, fit_abstention
 from dermxai.inference.predictor import Predictor, make_prediction
 from dermxai.models.bundle import BundleConfig, update_config
@@ -338,7 +339,8 @@ def test_advice_follows_the_threshold_and_never_invents_one():
 def test_default_model_has_a_gate_that_withholds_a_document_and_passes_the_examples(predictor):
     from PIL import ImageDraw
 
-    assert predictor.gate is not None and predictor.backend.name == "onnxruntime-int8"
+    served = "onnxruntime-int8" if int8_kernels_exact() else "pytorch"  # int8 only where its kernels are exact
+    assert predictor.gate is not None and predictor.backend.name == served
     page = Image.new("RGB", (800, 600), "white")
     draw = ImageDraw.Draw(page)
     for line in range(12):

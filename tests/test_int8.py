@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import dermxai.quantize as quantize
 from dermxai.cli import app
-from dermxai.inference.onnx_backend import OnnxBackend, load_backend
+from dermxai.inference.onnx_backend import OnnxBackend, int8_kernels_exact, load_backend
 from dermxai.inference.predictor import Predictor
 from dermxai.models.bundle import BundleConfig, read_config, save_bundle
 from dermxai.models.registry import create_model
@@ -23,6 +23,14 @@ from dermxai.quantize import Agreement, QuantizationError, check_agreement, comp
 
 runner = CliRunner()
 CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def exact_int8_kernels():
+    """The int8 machinery is tested as served where its kernels are exact (x86 with VNNI, ARM), on any CPU."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("dermxai.inference.onnx_backend.int8_kernels_exact", lambda: True)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +169,23 @@ def test_int8_without_data_is_one_line(tmp_path, extra, message):
     result = runner.invoke(app, ["export", "--model", str(bundle), "--int8", *extra])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert json.loads((bundle / "config.json").read_text()).get("onnx_int8") is None
+
+
+def test_an_int8_graph_is_not_served_where_its_kernels_can_saturate(int8_bundle, monkeypatch):
+    monkeypatch.setattr("dermxai.inference.onnx_backend.int8_kernels_exact", lambda: False)
+    with pytest.warns(UserWarning, match="no VNNI"):
+        backend = load_backend(int8_bundle)
+    assert backend.name == "pytorch"
+
+
+@pytest.mark.parametrize(
+    ("machine", "cpuinfo", "exact"),
+    [
+        ("x86_64", "flags : fpu avx2 fma", False),
+        ("x86_64", "flags : fpu avx2 avx512f avx512_vnni", True),
+        ("AMD64", "flags : avx2 avx_vnni", True),
+        ("aarch64", "Features : fp asimd", True),
+    ],
+)
+def test_int8_kernels_are_exact_with_vnni_or_off_x86(machine, cpuinfo, exact):
+    assert int8_kernels_exact(machine, cpuinfo) is exact  # imported before the module fixture patches it

@@ -5,13 +5,15 @@ bundle has an out-of-distribution gate layer, the gate's features (N, D) from th
 records the SHA-256 of the ``model.safetensors`` it came from and of the config fields that shape its input
 and output; a stale ``model.onnx`` (weights or config changed since export) or an unreadable one is ignored
 with a warning, and a graph whose outputs disagree with the bundle's classes is refused, so the two backends
-can never disagree silently.
+can never disagree silently. An int8 graph is served only where ONNX Runtime's int8 kernels are exact (see
+:func:`int8_kernels_exact`); elsewhere the bundle's float weights serve, with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +32,26 @@ WEIGHTS_KEY = "dermxai.weights_sha256"
 CONFIG_KEY = "dermxai.config_sha256"
 PRECISION_KEY = "dermxai.precision"  # "int8" on a graph written by `dermxai export --int8`; absent: float32
 GRAPH_FIELDS = ("arch", "classes", "height", "width", "mean", "std", "gate_layer")
+X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def int8_kernels_exact(machine: str | None = None, cpuinfo: str | None = None) -> bool:
+    """Whether ONNX Runtime's int8 (u8s8) kernels compute the quantized graph exactly on this CPU.
+
+    On x86 without VNNI they can saturate 16-bit sums (ONNX Runtime's quantization guide); on a 2-core AMD EPYC
+    without AVX-512 that moved the shipped int8 graph's logits by up to 3.6 and changed 1 label in 10. x86 with
+    VNNI (``avx512_vnni`` or ``avx_vnni`` in /proc/cpuinfo) and non-x86 CPUs are exact; an x86 CPU whose flags
+    cannot be read counts as inexact.
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine not in X86:
+        return True
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return "vnni" in cpuinfo
 
 
 def config_digest(config: BundleConfig) -> str:
@@ -130,15 +152,23 @@ def load_backend(
                     f"{onnx_path} outputs {width} classes but config.json names "
                     f"{len(config.classes)}; re-export the bundle with `dermxai export`"
                 )
-            if backend.metadata.get(WEIGHTS_KEY) == weights_digest(bundle_dir) and backend.metadata.get(
+            matches = backend.metadata.get(WEIGHTS_KEY) == weights_digest(bundle_dir) and backend.metadata.get(
                 CONFIG_KEY
-            ) == config_digest(config):
+            ) == config_digest(config)
+            if matches and backend.precision == "int8" and not int8_kernels_exact():
+                warnings.warn(
+                    f"{onnx_path} is int8 and this CPU has no VNNI, where ONNX Runtime's int8 kernels can "
+                    "saturate; using the float weights in PyTorch instead",
+                    stacklevel=2,
+                )
+            elif matches:
                 return backend
-            warnings.warn(
-                f"{onnx_path} was not exported from this bundle's weights and config (re-run "
-                "`dermxai export`); using PyTorch instead",
-                stacklevel=2,
-            )
+            else:
+                warnings.warn(
+                    f"{onnx_path} was not exported from this bundle's weights and config (re-run "
+                    "`dermxai export`); using PyTorch instead",
+                    stacklevel=2,
+                )
     if model is None:
         model, config = load_bundle(bundle_dir)
     else:
