@@ -155,20 +155,20 @@ def load_backend(
             matches = backend.metadata.get(WEIGHTS_KEY) == weights_digest(bundle_dir) and backend.metadata.get(
                 CONFIG_KEY
             ) == config_digest(config)
-            if matches and backend.precision == "int8" and not int8_kernels_exact():
-                warnings.warn(
-                    f"{onnx_path} is int8 and this CPU has no VNNI, where ONNX Runtime's int8 kernels can "
-                    "saturate; using the float weights in PyTorch instead",
-                    stacklevel=2,
-                )
-            elif matches:
-                return backend
-            else:
+            if not matches:
                 warnings.warn(
                     f"{onnx_path} was not exported from this bundle's weights and config (re-run "
                     "`dermxai export`); using PyTorch instead",
                     stacklevel=2,
                 )
+            elif backend.precision == "int8" and not int8_kernels_exact():
+                warnings.warn(
+                    f"{onnx_path} is int8 and this CPU has no VNNI, where ONNX Runtime's int8 kernels can "
+                    "saturate; using the float weights in PyTorch instead",
+                    stacklevel=2,
+                )
+            else:
+                return backend
     if model is None:
         model, config = load_bundle(bundle_dir)
     else:
