@@ -4,7 +4,8 @@
 #   e.g. scripts/ship_int8_ensemble.sh v6c "--explain-member 2 --gate-only members/lite2_full_s0" members/...
 # ensemble -> fp16 copy -> calibrate -> export --int8 (kept only if val answers agree) -> calibrate on the served
 # graph -> gate --write -> index -> evaluate val. Writes runs/default_TAG and results/study/default_TAG/val.
-# EXPORT=float: export a float32 graph, then calibrate on it (no int8): for an x86 CPU without VNNI, where int8 does not serve (README).
+# EXPORT=float: export a float32 graph, then calibrate on it (no int8), for an x86 CPU without VNNI, where an
+# int8 graph does not serve (README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG=$1; read -r -a OPTIONS <<< "$2"; shift 2

@@ -82,14 +82,13 @@ def test_default_model_metrics_are_reproduced_by_evaluate(real_data, tmp_path):
 
     from dermxai.assets import DEFAULT_MODEL
     from dermxai.evaluation.evaluate import evaluate, from_split
-
-    root = Path(__file__).resolve().parents[1]
-    shipped = json.loads((DEFAULT_MODEL / "metrics.json").read_text())
-    split = root / "splits" / "ham10000_seed0.csv"
     from dermxai.inference.onnx_backend import int8_kernels_exact
 
     if not int8_kernels_exact():
         pytest.skip("metrics.json comes from the int8 graph; this x86 CPU has no VNNI, so the float weights serve")
+    root = Path(__file__).resolve().parents[1]
+    shipped = json.loads((DEFAULT_MODEL / "metrics.json").read_text())
+    split = root / "splits" / "ham10000_seed0.csv"
     again = evaluate(DEFAULT_MODEL, from_split(real_data, split, "test"), tmp_path, n_bootstrap=10, report=False)
     assert again["backend"] == "onnxruntime-int8"  # what is served: the default ships its int8 graph
     for key in ("accuracy", "balanced_accuracy", "balanced_accuracy_argmax", "macro_auc", "ece"):

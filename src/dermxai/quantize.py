@@ -85,9 +85,12 @@ def _p50_ms(backends: dict[str, OnnxBackend], image: np.ndarray, runs: int = 20,
     return {name: round(1000 * float(np.median(values)), 2) for name, values in times.items()}
 
 
-def quantize_graph(source: Path, target: Path, calibration: np.ndarray, input_name: str) -> None:
+def quantize_graph(
+    source: Path, target: Path, calibration: np.ndarray, input_name: str, reduce_range: bool = False
+) -> None:
     """Static QDQ quantization of ``source`` into ``target``, activation ranges from ``calibration`` (normalised
-    float32 NCHW batches under the graph input ``input_name``)."""
+    float32 NCHW batches under the graph input ``input_name``); ``reduce_range``: 7-bit weights (exact on every
+    x86 CPU, less precise: `experiments/int8_probe.py --reduce-range`; `export --int8` uses 8 bits)."""
     try:
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -124,6 +127,7 @@ def quantize_graph(source: Path, target: Path, calibration: np.ndarray, input_na
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
+        reduce_range=reduce_range,
     )
 
 
