@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from timing import machine, repeat, spread
 
-from dermxai.export import check_images, export_onnx
+from dermxai.export import export_onnx
 from dermxai.inference.cams import METHODS, explain
+from dermxai.inference.graph import check_images
 from dermxai.inference.onnx_backend import OnnxBackend
 from dermxai.models.bundle import BundleConfig, load_bundle
 from dermxai.preprocessing import to_batch

@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from dermxai.cli import app
-from dermxai.export import ParityError, check_images, export_onnx
+from dermxai.export import export_onnx
+from dermxai.inference.graph import ParityError, check_images
 from dermxai.inference.onnx_backend import OnnxBackend, TorchBackend, load_backend
 from dermxai.models.bundle import BundleConfig, load_bundle, save_bundle
 from dermxai.models.registry import create_model

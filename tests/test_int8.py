@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import onnx
@@ -17,7 +18,7 @@ import dermxai.quantize as quantize
 from dermxai.cli import app
 from dermxai.inference.onnx_backend import OnnxBackend, int8_kernels_exact, load_backend
 from dermxai.inference.predictor import Predictor
-from dermxai.models.bundle import BundleConfig, read_config, save_bundle
+from dermxai.models.bundle import BundleConfig, load_bundle, read_config, save_bundle
 from dermxai.models.registry import create_model
 from dermxai.quantize import Agreement, QuantizationError, check_agreement, compare
 
@@ -171,11 +172,35 @@ def test_int8_without_data_is_one_line(tmp_path, extra, message):
     assert json.loads((bundle / "config.json").read_text()).get("onnx_int8") is None
 
 
-def test_an_int8_graph_is_not_served_where_its_kernels_can_saturate(int8_bundle, monkeypatch):
+def test_where_int8_kernels_can_saturate_a_cached_float_graph_serves(int8_bundle, monkeypatch, tmp_path):
     monkeypatch.setattr("dermxai.inference.onnx_backend.int8_kernels_exact", lambda: False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="writing a float32 graph"):
+        backend = load_backend(int8_bundle)
+    (graph,) = (tmp_path / "cache" / "dermxai" / "graphs").glob("*.onnx")
+    assert backend.name == "onnxruntime" and {n.op_type for n in onnx.load(str(graph)).graph.node}.isdisjoint(
+        {"QuantizeLinear", "DequantizeLinear"}
+    )
+    batch = np.random.default_rng(0).normal(size=(3, 3, 48, 64)).astype(np.float32)
+    model, _ = load_bundle(int8_bundle)
+    with torch.inference_mode():
+        expected = model.eval()(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(backend.logits(batch), expected, atol=1e-4)
+    written = graph.stat().st_mtime_ns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second load reuses the graph, silently
+        assert load_backend(int8_bundle).name == "onnxruntime"
+    assert graph.stat().st_mtime_ns == written
+    assert Predictor(int8_bundle).backend.name == "onnxruntime"
+
+
+def test_where_no_float_graph_can_be_written_pytorch_serves(int8_bundle, monkeypatch, tmp_path):
+    monkeypatch.setattr("dermxai.inference.onnx_backend.int8_kernels_exact", lambda: False)
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
     with pytest.warns(UserWarning, match="no VNNI"):
         backend = load_backend(int8_bundle)
-    assert backend.name == "pytorch"
+    assert backend.name == "pytorch" and not list(tmp_path.rglob("*.partial"))
 
 
 @pytest.mark.parametrize(

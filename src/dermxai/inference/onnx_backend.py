@@ -6,7 +6,8 @@ records the SHA-256 of the ``model.safetensors`` it came from and of the config 
 and output; a stale ``model.onnx`` (weights or config changed since export) or an unreadable one is ignored
 with a warning, and a graph whose outputs disagree with the bundle's classes is refused, so the two backends
 can never disagree silently. An int8 graph is served only where ONNX Runtime's int8 kernels are exact (see
-:func:`int8_kernels_exact`); elsewhere the bundle's float weights serve, with a warning.
+:func:`int8_kernels_exact`); elsewhere a float32 graph of the same weights, written once into the user's cache
+(``inference/graph.py``), serves, and PyTorch only if that cannot be written.
 """
 
 from __future__ import annotations
@@ -162,6 +163,15 @@ def load_backend(
                     stacklevel=2,
                 )
             elif backend.precision == "int8" and not int8_kernels_exact():
+                from dermxai.inference.graph import cached_float_graph, float_graph_path
+
+                graph = float_graph_path(bundle_dir, config)
+                if not graph.is_file():
+                    if model is None:
+                        model, config = load_bundle(bundle_dir)
+                    graph = cached_float_graph(bundle_dir, model, config)
+                if graph is not None:
+                    return OnnxBackend(graph, threads)
                 warnings.warn(
                     f"{onnx_path} is int8 and this CPU has no VNNI, where ONNX Runtime's int8 kernels can "
                     "saturate; using the float weights in PyTorch instead",
