@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import dermxai.quantize as quantize
 from dermxai.cli import app
-from dermxai.inference.onnx_backend import OnnxBackend, int8_kernels_exact, load_backend
+from dermxai.inference.onnx_backend import OnnxBackend, float_graph_path, int8_kernels_exact, load_backend
 from dermxai.inference.predictor import Predictor
 from dermxai.models.bundle import BundleConfig, load_bundle, read_config, save_bundle
 from dermxai.models.registry import create_model
@@ -192,6 +192,16 @@ def test_where_int8_kernels_can_saturate_a_cached_float_graph_serves(int8_bundle
         assert load_backend(int8_bundle).name == "onnxruntime"
     assert graph.stat().st_mtime_ns == written
     assert Predictor(int8_bundle).backend.name == "onnxruntime"
+
+
+def test_an_unreadable_cached_float_graph_is_not_served(int8_bundle, monkeypatch, tmp_path):
+    monkeypatch.setattr("dermxai.inference.onnx_backend.int8_kernels_exact", lambda: False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    graph = float_graph_path(int8_bundle, read_config(int8_bundle))
+    graph.parent.mkdir(parents=True)
+    graph.write_bytes(b"not an onnx graph")
+    with pytest.warns(UserWarning, match="cannot be read"):
+        assert load_backend(int8_bundle).name == "pytorch"
 
 
 def test_where_no_float_graph_can_be_written_pytorch_serves(int8_bundle, monkeypatch, tmp_path):

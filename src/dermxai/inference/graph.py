@@ -19,7 +19,7 @@ import torch
 from filelock import FileLock
 
 from dermxai.assets import EXAMPLES
-from dermxai.inference.onnx_backend import CONFIG_KEY, WEIGHTS_KEY, OnnxBackend, config_digest
+from dermxai.inference.onnx_backend import CONFIG_KEY, WEIGHTS_KEY, OnnxBackend, config_digest, float_graph_path
 from dermxai.models.bundle import BundleConfig, weights_digest
 from dermxai.models.features import WithFeatures
 from dermxai.preprocessing import load_resized, to_batch
@@ -104,17 +104,6 @@ def check_parity(
             f"{prob_diff:.2e} > {tolerance:.0e} (max logit difference {logit_diff:.2e}); nothing written"
         )
     return source, len(batch), prob_diff, logit_diff
-
-
-def graph_cache() -> Path:
-    """Where float32 graphs written for serving live: ``$XDG_CACHE_HOME/dermxai/graphs`` (or ``~/.cache/...``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermxai" / "graphs"
-
-
-def float_graph_path(bundle_dir: Path, config: BundleConfig) -> Path:
-    """Where :func:`cached_float_graph` keeps the bundle's float32 graph: named by its weight and config digests,
-    so changed weights or config get a new one."""
-    return graph_cache() / f"{weights_digest(bundle_dir)[:16]}-{config_digest(config)[:16]}.onnx"
 
 
 def cached_float_graph(bundle_dir: Path, model: torch.nn.Module, config: BundleConfig) -> Path | None:

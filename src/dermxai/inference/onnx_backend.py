@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import warnings
 from pathlib import Path
@@ -61,6 +62,17 @@ def config_digest(config: BundleConfig) -> str:
     if config.members is not None:  # only where set, so the digests of single-model bundles stay as they were
         fields |= {"members": config.members, "flip_tta": bool(config.flip_tta)}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def graph_cache() -> Path:
+    """Where float32 graphs written for serving live: ``$XDG_CACHE_HOME/dermxai/graphs`` (or ``~/.cache/...``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dermxai" / "graphs"
+
+
+def float_graph_path(bundle_dir: Path, config: BundleConfig) -> Path:
+    """Where :func:`cached_float_graph` keeps the bundle's float32 graph: named by its weight and config digests,
+    so changed weights or config get a new one."""
+    return graph_cache() / f"{weights_digest(bundle_dir)[:16]}-{config_digest(config)[:16]}.onnx"
 
 
 class OnnxBackend:
@@ -163,15 +175,18 @@ def load_backend(
                     stacklevel=2,
                 )
             elif backend.precision == "int8" and not int8_kernels_exact():
-                from dermxai.inference.graph import cached_float_graph, float_graph_path
-
                 graph = float_graph_path(bundle_dir, config)
-                if not graph.is_file():
+                if not graph.is_file():  # written once; torch is imported only then
+                    from dermxai.inference.graph import cached_float_graph
+
                     if model is None:
                         model, config = load_bundle(bundle_dir)
                     graph = cached_float_graph(bundle_dir, model, config)
                 if graph is not None:
-                    return OnnxBackend(graph, threads)
+                    try:
+                        return OnnxBackend(graph, threads)
+                    except Exception as error:  # a cached graph that ONNX Runtime cannot read
+                        warnings.warn(f"{graph} cannot be read ({type(error).__name__})", stacklevel=2)
                 warnings.warn(
                     f"{onnx_path} is int8 and this CPU has no VNNI, where ONNX Runtime's int8 kernels can "
                     "saturate; using the float weights in PyTorch instead",
