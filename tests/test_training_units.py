@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch.nn.functional as F
 from dermxai.models.pretrained import PretrainedWeightsUnavailable
 from dermxai.models.registry import architecture, create_model
 from dermxai.training.augment import AugmentConfig, augment_batch
+from dermxai.training.config import AUGMENT_PRESETS
 from dermxai.training.datamodule import EpochSampler
 from dermxai.training.losses import FocalLoss, build_loss, class_weights
 
@@ -83,6 +86,54 @@ def test_augmentation_keeps_shape_and_range_and_is_seeded():
     b = augment_batch(images, AugmentConfig(), torch.Generator().manual_seed(1))
     assert a.shape == images.shape and a.min() >= 0 and a.max() <= 1 and torch.equal(a, b)
     assert not torch.equal(a, augment_batch(images, AugmentConfig(), torch.Generator().manual_seed(2)))
+
+
+def _flip_symmetric(n: int) -> torch.Tensor:
+    """Images in [0.3, 0.7] that every flip leaves unchanged (rings around the centre), with fine detail."""
+    y, x = torch.meshgrid(torch.arange(32) - 15.5, torch.arange(48) - 23.5, indexing="ij")
+    rings = torch.stack([torch.sin((x**2 + y**2).sqrt() * (0.8 + 0.3 * k)) for k in range(n)])
+    return (0.5 + 0.2 * rings)[:, None].repeat(1, 3, 1, 1)
+
+
+def test_jpeg_augmentation_reencodes_each_image_at_a_quality_of_its_range():
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    config = replace(AUGMENT_PRESETS["light"], brightness=0, jpeg_probability=1.0, jpeg_quality=(30, 60))
+    images = _flip_symmetric(6)
+    out = augment_batch(images, config, torch.Generator().manual_seed(0))
+    pixels = (images * 255).round().to(torch.uint8)
+
+    def quality_of(image: torch.Tensor, result: torch.Tensor) -> int | None:
+        return next(
+            (
+                q
+                for q in range(1, 101)
+                if torch.equal(decode_jpeg(encode_jpeg(image, quality=q)), (result * 255).round().to(torch.uint8))
+            ),
+            None,
+        )
+
+    qualities = [quality_of(p, o) for p, o in zip(pixels, out)]
+    assert all(q is not None and 30 <= q <= 60 for q in qualities), qualities
+    assert len(set(qualities)) > 1
+    assert torch.equal(out, augment_batch(images, config, torch.Generator().manual_seed(0)))
+
+
+def test_noise_augmentation_gives_each_image_its_own_sigma_within_the_bound():
+    config = AugmentConfig(
+        max_rotation_deg=0, scale=(1, 1), max_translate=0, brightness=0, contrast=0, saturation=0, noise_std=0.1
+    )
+    images = _flip_symmetric(16)
+    residual = augment_batch(images, config, torch.Generator().manual_seed(3)) - images
+    sigmas = residual.flatten(1).std(1)
+    assert sigmas.max() < 0.11 and sigmas.max() > 0.05 and sigmas.min() < 0.05
+    assert residual.flatten(1).mean(1).abs().max() < 0.01
+
+
+def test_robust_preset_is_light_plus_jpeg_and_noise():
+    light, robust = AUGMENT_PRESETS["light"], AUGMENT_PRESETS["robust"]
+    assert robust.rigid and robust.brightness == light.brightness
+    assert robust.jpeg_probability > 0 and robust.noise_std > 0 and light.jpeg_probability == light.noise_std == 0
 
 
 def test_focal_loss_with_gamma_zero_is_cross_entropy_and_focuses_on_hard_examples():

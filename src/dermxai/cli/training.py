@@ -55,7 +55,7 @@ def train_command(
     augment: Annotated[
         str,
         typer.Option(
-            help="full: flips, turns, rotation, crops and colour jitter; light: flips, turns and brightness; medium: light plus mild crops, shifts and colour jitter; none."
+            help="full: flips, turns, rotation, crops and colour jitter; light: flips, turns and brightness; medium: light plus mild crops, shifts and colour jitter; robust: light plus JPEG re-encoding and sensor noise; none."
         ),
     ] = "full",
     colour_constancy: Annotated[

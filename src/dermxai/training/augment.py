@@ -3,7 +3,8 @@
 Dermoscopy has no canonical orientation: every image gets a random flip, a random multiple of 90 degrees
 (only 0 or 180 for a non-square image, which a quarter turn would stretch), a small extra rotation, a random
 scale/translation (random resized crop) and colour jitter, all as one affine resampling plus per-image colour
-factors. A rigid config (flips and turns only) skips the resampling: exact pixels, and faster.
+factors; optionally JPEG re-encoding and sensor noise, which files from other sources carry. A rigid config
+(flips and turns only) skips the resampling: exact pixels, and faster.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torchvision.io import decode_jpeg, encode_jpeg
 
 from dermxai.training.config import AugmentConfig
 
@@ -54,7 +56,27 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
     if config.saturation:
         grey = out.mean(dim=1, keepdim=True)
         out = (out - grey) * factor(config.saturation) + grey
-    return out.clamp(0, 1)
+    out = out.clamp(0, 1)
+    if config.jpeg_probability:
+        out = _jpeg_reencoded(out, config, generator)
+    if config.noise_std:
+        sigma = uniform(0, config.noise_std).view(n, 1, 1, 1)
+        out = (out + sigma * torch.randn(out.shape, generator=generator, device=device)).clamp(0, 1)
+    return out
+
+
+def _jpeg_reencoded(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Each image, with probability ``config.jpeg_probability``, saved and decoded as a JPEG of a random quality
+    in ``config.jpeg_quality``: the block and ringing artefacts of files from other sources."""
+    n, device = images.shape[0], images.device
+    chosen = torch.rand(n, generator=generator, device=device) < config.jpeg_probability
+    low, high = config.jpeg_quality
+    qualities = torch.randint(low, high + 1, (n,), generator=generator, device=device)
+    out = images.clone()
+    for i in chosen.nonzero().flatten().tolist():
+        pixels = (images[i] * 255).round().to(torch.uint8).cpu()
+        out[i] = decode_jpeg(encode_jpeg(pixels, quality=int(qualities[i]))).to(images) / 255
+    return out
 
 
 def _flips_and_turns(images: torch.Tensor, square: bool, generator: torch.Generator) -> torch.Tensor:

@@ -26,6 +26,9 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
+    jpeg_probability: float = 0.0  # share of images re-encoded as JPEG (another clinic's files)
+    jpeg_quality: tuple[int, int] = (30, 90)  # its quality, drawn per image
+    noise_std: float = 0.0  # Gaussian pixel noise, each image's sigma drawn in [0, noise_std] ([0, 1] units)
 
     @property
     def rigid(self) -> bool:
@@ -39,6 +42,16 @@ AUGMENT_PRESETS = {
     "light": AugmentConfig(max_rotation_deg=0, scale=(1.0, 1.0), max_translate=0, contrast=0, saturation=0),
     # between the two: turns, mild scale/shift jitter and colour jitter (the shifts external data show), no rotation
     "medium": AugmentConfig(max_rotation_deg=0, scale=(0.85, 1.0), max_translate=0.05, contrast=0.1, saturation=0.1),
+    # light plus what other sources' files show: JPEG re-encoding and sensor noise (the models flip on +-1 grey level)
+    "robust": AugmentConfig(
+        max_rotation_deg=0,
+        scale=(1.0, 1.0),
+        max_translate=0,
+        contrast=0,
+        saturation=0,
+        jpeg_probability=0.5,
+        noise_std=0.02,
+    ),
     "none": AugmentConfig(enabled=False),
 }
 
