@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from dermxai.models.bundle import BundleConfig, read_config
@@ -19,10 +18,13 @@ from dermxai.training.config import AUGMENT_PRESETS, TrainConfig
 
 
 def augment_name(recipe_augment: dict) -> str:
-    """The --augment preset a recorded augmentation equals, or its fields when it matches none."""
-    recorded = json.loads(json.dumps(recipe_augment))  # tuples as the config file holds them: lists
+    """The --augment preset a recorded augmentation equals, or its fields when it matches none.
+
+    Fields added after a bundle was trained take their defaults (off), as when the bundle is loaded.
+    """
+    recorded = TrainConfig.from_dict({"augment": recipe_augment}).augment
     for name, preset in AUGMENT_PRESETS.items():
-        if json.loads(json.dumps(asdict(preset))) == recorded:
+        if preset == recorded:
             return name
     return json.dumps(recipe_augment)
 

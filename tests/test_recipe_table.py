@@ -20,10 +20,17 @@ def recipe(**changes: object) -> dict:
     return TrainConfig(**changes).to_dict()
 
 
-@pytest.mark.parametrize("preset", ["full", "light", "medium", "none"])
+@pytest.mark.parametrize("preset", ["full", "light", "medium", "robust", "none"])
 def test_each_augment_preset_is_named_as_typed(preset: str) -> None:
     command = recipe_table.train_command(recipe(augment=augment_preset(preset)))
     assert f"--augment {preset}" in command
+
+
+def test_a_config_written_before_later_augment_fields_still_names_its_preset() -> None:
+    augment = recipe(augment=augment_preset("light"))["augment"]
+    for later_field in ("jpeg_probability", "jpeg_quality", "noise_std"):
+        del augment[later_field]
+    assert "--augment light" in recipe_table.train_command(recipe() | {"augment": augment})
 
 
 def test_booleans_read_as_flags_and_defaults_are_left_out() -> None:
