@@ -1,13 +1,15 @@
 """Would int8 ONNX buy the latency an ensemble needs? A probe on validation only.
 
-    python experiments/int8_probe.py BUNDLE [--calibration-images 128] [--reduce-range] [--out FILE.json]
+    python experiments/int8_probe.py BUNDLE [--calibration-images 128] [--reduce-range] [--unsigned-weights]
+        [--out FILE.json]
 
 Quantizes the bundle's ``model.onnx`` statically (ONNX Runtime, QDQ, per-channel int8 weights, uint8
 activations) with ranges from training images, then compares it with the float32 graph on every validation
 image: the served label's agreement, the served balanced accuracy of each (the bundle's decision rule on each
 graph's logits, its calibration left as fitted on float32), the largest logit change, and the single-image
 latency of the two sessions measured in turns in one run. The test split is not read. ``--reduce-range``:
-7-bit weights, whose u8s8 sums cannot saturate on x86 without VNNI (`dermxai export --int8` uses 8 bits).
+7-bit weights, whose u8s8 sums cannot saturate on x86 without VNNI (`dermxai export --int8` uses 8 bits);
+``--unsigned-weights``: uint8 weights, served by u8u8 kernels that cannot saturate either.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--calibration-images", type=int, default=128)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--reduce-range", action="store_true", help="7-bit weights")
+    parser.add_argument("--unsigned-weights", action="store_true", help="uint8 weights (u8u8 kernels)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -75,7 +78,9 @@ def main() -> None:
         quantized = Path(folder) / "int8.onnx"
         start = time.perf_counter()
         input_name = float_graph.get_inputs()[0].name
-        quantize_graph(args.bundle / ONNX_NAME, quantized, calibration, input_name, args.reduce_range)
+        quantize_graph(
+            args.bundle / ONNX_NAME, quantized, calibration, input_name, args.reduce_range, args.unsigned_weights
+        )
         quantize_s = time.perf_counter() - start
         int8_graph = session(quantized)
         int8_mib = quantized.stat().st_size / 2**20
@@ -89,6 +94,7 @@ def main() -> None:
         "bundle": str(args.bundle),
         "method": "minmax",
         "reduce_range": args.reduce_range,
+        "unsigned_weights": args.unsigned_weights,
         "calibration_images": args.calibration_images,
         "val_images": len(images),
         "quantize_s": round(quantize_s, 1),

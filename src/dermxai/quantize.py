@@ -86,11 +86,17 @@ def _p50_ms(backends: dict[str, OnnxBackend], image: np.ndarray, runs: int = 20,
 
 
 def quantize_graph(
-    source: Path, target: Path, calibration: np.ndarray, input_name: str, reduce_range: bool = False
+    source: Path,
+    target: Path,
+    calibration: np.ndarray,
+    input_name: str,
+    reduce_range: bool = False,
+    unsigned_weights: bool = False,
 ) -> None:
     """Static QDQ quantization of ``source`` into ``target``, activation ranges from ``calibration`` (normalised
     float32 NCHW batches under the graph input ``input_name``); ``reduce_range``: 7-bit weights (exact on every
-    x86 CPU, less precise: `experiments/int8_probe.py --reduce-range`; `export --int8` uses 8 bits)."""
+    x86 CPU, less precise: `experiments/int8_probe.py --reduce-range`; `export --int8` uses 8 bits);
+    ``unsigned_weights``: uint8 weights (u8u8 kernels, which widen to 16 bits before they multiply)."""
     try:
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -125,7 +131,7 @@ def quantize_graph(
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
         reduce_range=reduce_range,
     )
