@@ -172,6 +172,18 @@ def test_int8_without_data_is_one_line(tmp_path, extra, message):
     assert json.loads((bundle / "config.json").read_text()).get("onnx_int8") is None
 
 
+def test_where_int8_kernels_can_saturate_int8_export_is_refused_and_nothing_changes(
+    tmp_path, fixture_dir, split_file, monkeypatch
+):
+    bundle = exported_bundle(tmp_path / "bundle")
+    graph = (bundle / "model.onnx").read_bytes()
+    monkeypatch.setattr("dermxai.inference.onnx_backend.int8_kernels_exact", lambda: False)
+    result = int8_export(bundle, fixture_dir, split_file)
+    assert result.exit_code == 2 and "cannot be checked here" in result.output and "Traceback" not in result.output
+    assert (bundle / "model.onnx").read_bytes() == graph
+    assert json.loads((bundle / "config.json").read_text()).get("onnx_int8") is None
+
+
 def test_where_int8_kernels_can_saturate_a_cached_float_graph_serves(int8_bundle, monkeypatch, tmp_path):
     monkeypatch.setattr("dermxai.inference.onnx_backend.int8_kernels_exact", lambda: False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

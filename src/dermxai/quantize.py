@@ -22,6 +22,7 @@ import numpy as np
 
 from dermxai.evaluation.evaluate import from_split
 from dermxai.evaluation.predict import load_images
+from dermxai.inference import onnx_backend
 from dermxai.inference.onnx_backend import ONNX_NAME, PRECISION_KEY, OnnxBackend, load_backend
 from dermxai.models.bundle import read_config, update_config
 from dermxai.preprocessing import to_batch
@@ -169,6 +170,11 @@ def quantize_bundle(
         raise QuantizationError("--min-agreement and --max-drop must be between 0 and 1")
     if len(calibration) == 0 or len(val_images) == 0:
         raise QuantizationError("int8 export needs training images (ranges) and validation images (the check)")
+    if not onnx_backend.int8_kernels_exact():  # the check would measure saturation, not the graph
+        raise QuantizationError(
+            "this CPU's int8 kernels can saturate (x86 without VNNI), so the int8 graph cannot be checked here: "
+            "export --int8 on a CPU with VNNI (avx512_vnni or avx_vnni) or off x86"
+        )
     float_graph = load_backend(bundle)
     if not isinstance(float_graph, OnnxBackend):
         raise QuantizationError(f"{bundle} has no current model.onnx: run `dermxai export` first")
