@@ -83,6 +83,26 @@ def test_teacher_targets_are_flip_averaged_probabilities_and_cached_per_teacher(
     np.testing.assert_allclose(other, plain, atol=1e-6)  # another recipe recomputes them
 
 
+def test_a_second_student_of_the_same_teacher_reuses_the_shared_targets(tmp_path, monkeypatch):
+    teacher = tiny_bundle(tmp_path / "teacher")
+    images = np.random.default_rng(0).integers(0, 256, (4, 48, 64, 3), dtype=np.uint8)
+    ids = [f"ISIC_{i}" for i in range(4)]
+    shared = tmp_path / "dataset_cache"
+    first = cached_teacher_targets(tmp_path / "run1", teacher, ids, images, CLASSES, flips=False, shared=shared)
+    monkeypatch.setattr("dermxai.training.distill.teacher_log_probs", lambda *args, **kwargs: 1 / 0)
+    again = cached_teacher_targets(tmp_path / "run2", teacher, ids, images, CLASSES, flips=False, shared=shared)
+    assert np.array_equal(again, first) and (tmp_path / "run2" / TARGETS_FILE).is_file()
+    with pytest.raises(ZeroDivisionError):  # other images, or another precision, are not served from the cache
+        cached_teacher_targets(tmp_path / "run3", teacher, ids[:3], images[:3], CLASSES, flips=False, shared=shared)
+    with pytest.raises(ZeroDivisionError):
+        cached_teacher_targets(tmp_path / "run4", teacher, ids, images, CLASSES, flips=False, bf16=True, shared=shared)
+    (tmp_path / "run5").mkdir()
+    (tmp_path / "run5" / TARGETS_FILE).write_bytes(b"not an npz")  # an unreadable copy is replaced
+    assert np.array_equal(
+        cached_teacher_targets(tmp_path / "run5", teacher, ids, images, CLASSES, flips=False, shared=shared), first
+    )
+
+
 def test_an_ensemble_bundle_teaches_with_the_mean_of_its_members(tmp_path):
     members = [tiny_bundle(tmp_path / name) for name in ("a", "b")]
     ensemble = make_ensemble(members, tmp_path / "ensemble")

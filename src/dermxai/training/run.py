@@ -169,6 +169,7 @@ def train(
             tuple(CLASSES),
             config.teacher_flips,
             bf16=precision.startswith("bf16"),
+            shared=datamodule.cache_dir,
         )
         loss = DistillationLoss(loss, config.distill_weight, config.distill_temperature, getattr(loss, "weight", None))
     module = Classifier(model, arch, config, loss, datamodule.train_counts().numpy())
