@@ -4,7 +4,7 @@ A student trained on an ensemble's averaged outputs (Hinton et al. 2015) serves 
 learning what several members, and their flip averaging, agree on. The teacher is any bundle (typically a
 ``dermxai ensemble``); its targets are the log of its softmax averaged over the four flips of each training
 image (``flips``), computed once and kept in the run folder (a resumed run trains on the same ones) and in the
-dataset's cache folder (the next student of the same teacher skips the teacher's pass: 15–20 CPU-minutes for v6).
+dataset's cache folder (the next student of the same teacher skips the teacher's pass: over 18 minutes for v6 on a 2-core EPYC).
 The student keeps its own augmentation: flips and turns of an image keep its teacher target (the teacher was
 trained to be invariant to them).
 """
