@@ -330,7 +330,8 @@ def export_command(
         typer.Option(
             "--int8",
             help="Then quantize the graph to int8 (ranges from training images), kept only if it answers as "
-            "float32 does on validation. Needs --data and --split.",
+            "float32 does on validation. Needs --data and --split, and a CPU whose int8 kernels are exact "
+            "(x86 with VNNI, or not x86).",
         ),
     ] = False,
     data: Annotated[Path | None, typer.Option("--data", help="Dataset folder, for --int8.")] = None,
