@@ -4,7 +4,8 @@ A student trained on an ensemble's averaged outputs (Hinton et al. 2015) serves 
 learning what several members, and their flip averaging, agree on. The teacher is any bundle (typically a
 ``dermxai ensemble``); its targets are the log of its softmax averaged over the four flips of each training
 image (``flips``), computed once and kept in the run folder (a resumed run trains on the same ones) and in the
-dataset's cache folder (the next student of the same teacher skips the teacher's pass: over 18 minutes for v6 on a 2-core EPYC).
+dataset's cache folder (the next student of the same teacher skips the teacher's pass: over 18 minutes for v6
+on a 2-core EPYC).
 The student keeps its own augmentation: flips and turns of an image keep its teacher target (the teacher was
 trained to be invariant to them).
 """
@@ -88,16 +89,14 @@ def cached_teacher_targets(
     copies = [path]
     if shared is not None:
         copies.append(Path(shared) / f"teacher_{fingerprint}_{'bf16' if bf16 else 'fp32'}.npz")
-    for copy in copies:
-        log_probs = _kept_targets(copy, fingerprint, image_ids)
-        if log_probs is not None:
-            break
-    else:
+    kept = {copy: _kept_targets(copy, fingerprint, image_ids) for copy in copies}
+    log_probs = next((targets for targets in kept.values() if targets is not None), None)
+    if log_probs is None:
         log_probs = teacher_log_probs(teacher, images, classes, flips, bf16).astype(np.float32)
         if not np.isfinite(log_probs).all():
             raise ValueError(f"--teacher {teacher} gives non-finite outputs on the training images")
-    for copy in copies:
-        if _kept_targets(copy, fingerprint, image_ids) is None:
+    for copy, targets in kept.items():
+        if targets is None:
             _write_targets(copy, log_probs, image_ids, fingerprint)
     return log_probs
 
