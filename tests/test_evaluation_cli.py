@@ -353,6 +353,28 @@ def test_shifted_validation_scores_the_served_label_under_every_shift(bundle, sp
     assert all(0 <= s <= 1 for s in scores)
 
 
+def test_gate_of_a_candidate_can_be_measured_without_opening_the_test_split(bundle, tmp_path, fixture_dir):
+    """`dermxai gate --validation-only` never opens a test image (here they are unreadable): its report has no test
+    rows, and its AUROC is validation dermoscopy against the non-dermoscopic set."""
+    data = Path(shutil.copytree(fixture_dir, tmp_path / "data"))
+    split = tmp_path / "split.csv"
+    made = runner.invoke(app, ["data", "split", "--data", str(data), "--out", str(split)])
+    assert made.exit_code == 0, made.output
+    table = pd.read_csv(split)
+    for image_id in table.loc[table["split"] == "test", "image_id"]:
+        for path in data.glob(f"images/*/{image_id}.jpg"):
+            path.write_bytes(b"not a JPEG")
+    common = ["gate", "--model", str(bundle), "--data", str(data), "--split", str(split), "--crops", "1"]
+    measured = runner.invoke(app, [*common, "--validation-only", "--out", str(tmp_path / "gate.json")])
+    assert measured.exit_code == 0, measured.output
+    report = json.loads((tmp_path / "gate.json").read_text())
+    assert "dermoscopy: test split" not in report["withheld"] and "test" not in report["withheld_by_class"]
+    assert 0 <= report["auroc_val_vs_not_dermoscopy"] <= 1 and "auroc_test_vs_not_dermoscopy" not in report
+    assert "AUROC, val dermoscopy" in measured.output
+    opened = runner.invoke(app, common)  # without the flag the unreadable test images are opened
+    assert opened.exit_code == 2 and "cannot identify image file" in opened.output
+
+
 def test_gate_fits_measures_and_refits_only_its_thresholds(bundle, tmp_path, fixture_dir, fixture_table):
     """`dermxai gate` end to end on the fixture: the class means on train, thresholds by answered class on val, a
     report per diagnosis; `--thresholds-only` keeps the fitted means and refits the same thresholds from val."""

@@ -124,7 +124,11 @@ def gate_command(
     model: BundleOption,
     data: DataOption,
     split: Annotated[
-        Path, typer.Option("--split", help="Split CSV: fitted on train (+ variants) and val, measured on test.")
+        Path,
+        typer.Option(
+            "--split",
+            help="Split CSV: fitted on train (+ variants) and val, measured on test (unless --validation-only).",
+        ),
     ],
     images: ImagesOption = None,
     write: Annotated[
@@ -142,6 +146,13 @@ def gate_command(
     measure_only: Annotated[
         bool,
         typer.Option("--measure-only", help="Fit nothing: measure the bundle's gate as served (ONNX when it has one)."),
+    ] = False,
+    validation_only: Annotated[
+        bool,
+        typer.Option(
+            "--validation-only",
+            help="Do not open the test split (for a candidate not yet chosen); the AUROC is then validation's.",
+        ),
     ] = False,
 ) -> None:
     """Fit the out-of-distribution gate on train/val and measure what it withholds (test, shifted, non-dermoscopic)."""
@@ -164,7 +175,11 @@ def gate_command(
         record = {**(predictor.config.ood_gate or {}), **refitted, "gate_layer": predictor.config.feature_layer()}
     else:
         gate, record = fit_bundle_gate(predictor, data, split, images=images)
-    report = {"gate": record, **gate_report(predictor, gate, data, split, non_dermoscopic_set(crops), images=images)}
+    measured = gate_report(
+        predictor, gate, data, split, non_dermoscopic_set(crops), images=images, read_test=not validation_only
+    )
+    report = {"gate": record, **measured}
+    inside = "val" if validation_only else "test"
     if write:
         gate.save(model)
         update_config(model, gate_layer=record["gate_layer"], ood_gate=record)
@@ -189,7 +204,7 @@ def gate_command(
             )
         )
     console.print(
-        f"AUROC, test dermoscopy vs not dermoscopy: {report['auroc_test_vs_not_dermoscopy']:.3f}"
+        f"AUROC, {inside} dermoscopy vs not dermoscopy: {report[f'auroc_{inside}_vs_not_dermoscopy']:.3f}"
         + (f"; gate written to {model}" if write else "")
     )
 

@@ -175,13 +175,16 @@ def gate_report(
     *,
     images: Path | None = None,
     n_shifted: int = 600,
+    read_test: bool = True,
 ) -> dict:
     """Shares withheld by the gate: test, shifted validation images (a seeded random ``n_shifted`` of them, so
-    every diagnosis is there), each non-dermoscopic kind; AUROC."""
-    test_table = from_split(data, split, "test", images).table
+    every diagnosis is there), each non-dermoscopic kind; AUROC of test dermoscopy against the non-dermoscopic set.
+    ``read_test=False`` (a candidate not yet chosen): the test split is not opened, and the AUROC is validation's."""
     val_table = from_split(data, split, "val", images).table
-    test = answers_and_features(predictor, _open(test_table["path"].tolist()))
     val = answers_and_features(predictor, _open(val_table["path"].tolist()))
+    if read_test:
+        test_table = from_split(data, split, "test", images).table
+        test = answers_and_features(predictor, _open(test_table["path"].tolist()))
     shifted_table = val_table.sample(min(n_shifted, len(val_table)), random_state=0)
     val_images = list(_open(shifted_table["path"].tolist()))
 
@@ -189,14 +192,11 @@ def gate_report(
         answers, features = answers_features
         return gate.withheld(features, answers)
 
-    rows = {
-        "dermoscopy: val split": (len(val[1]), float(np.mean(withheld(val)))),
-        "dermoscopy: test split": (len(test[1]), float(np.mean(withheld(test)))),
-    }
-    by_class = {
-        "val": withheld_by_class(withheld(val), val_table["dx"]),
-        "test": withheld_by_class(withheld(test), test_table["dx"]),
-    }
+    rows = {"dermoscopy: val split": (len(val[1]), float(np.mean(withheld(val))))}
+    by_class = {"val": withheld_by_class(withheld(val), val_table["dx"])}
+    if read_test:
+        rows["dermoscopy: test split"] = (len(test[1]), float(np.mean(withheld(test))))
+        by_class["test"] = withheld_by_class(withheld(test), test_table["dx"])
     shifted_withheld = []
     for name, shift in SHIFTS.items():
         shifted_withheld.append(withheld(answers_and_features(predictor, [shift(image) for image in val_images])))
@@ -211,14 +211,15 @@ def gate_report(
         outside.append(gate.withheld(features, answers))
         rows[f"not dermoscopy: {kind}"] = (len(features), float(np.mean(outside[-1])))
     rows["not dermoscopy: all"] = (sum(map(len, outside)), float(np.mean(np.concatenate(outside))))
-    test_scores, outside_scores = gate.scores(test[1]), np.concatenate(scores)
+    inside_scores, outside_scores = gate.scores((test if read_test else val)[1]), np.concatenate(scores)
     auroc = binary_auc(
-        np.r_[np.zeros(len(test_scores), bool), np.ones(len(outside_scores), bool)], np.r_[test_scores, outside_scores]
+        np.r_[np.zeros(len(inside_scores), bool), np.ones(len(outside_scores), bool)],
+        np.r_[inside_scores, outside_scores],
     )
     return {
         "withheld": {name: {"n": n, "share": round(share, 4)} for name, (n, share) in rows.items()},
         "withheld_by_class": by_class,
-        "auroc_test_vs_not_dermoscopy": round(float(auroc), 4),
+        f"auroc_{'test' if read_test else 'val'}_vs_not_dermoscopy": round(float(auroc), 4),
         "threshold": gate.threshold,
         **(
             {}
