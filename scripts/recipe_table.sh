@@ -28,6 +28,7 @@ python scripts/recipe_table.py --out results/recipe_study_table.md \
   "Lite2, robust aug (JPEG + noise), Shades of Gray, distilled from v6, seed 20 (6 epochs, fp32)=$S/lite2_robust_sog_distill_s20/bundle_config.json,$S/lite2_robust_sog_distill_s20/val" \
   "Lite2, robust aug (JPEG + noise), Shades of Gray, distilled from v6, seed 21 (5 epochs, fp32)=$S/lite2_robust_sog_distill_s21/bundle_config.json,$S/lite2_robust_sog_distill_s21/val" \
   "Lite2, robust aug (JPEG + noise), Shades of Gray, distilled from v6, seed 22 (7 epochs, fp32)=$S/lite2_robust_sog_distill_s22/bundle_config.json,$S/lite2_robust_sog_distill_s22/val" \
+  "Lite2 225x300 (upsampled input), robust aug (JPEG + noise), Shades of Gray, distilled from v6, seed 23 (cut at 5 of 6 epochs, fp32)=$S/lite2_robust_sog_distill_hires_s23/bundle_config.json,$S/lite2_robust_sog_distill_hires_s23/val" \
   "ensemble Lite0 + Lite2, mean of logits=$S/ens_lite0_lite2_plain/bundle_config.json,$S/ens_lite0_lite2_plain/val" \
   "ensemble Lite0 + Lite2, 4 flips (served TTA)=$S/ens_lite0_lite2_flips/bundle_config.json,$S/ens_lite0_lite2_flips/val" \
   "shipped default (v3): Lite0 + Lite1 + Lite2=$S/default_v3/bundle_config.json,$S/default_v3/val,,$S/default_v3/shifted.json" \
